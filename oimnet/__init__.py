@@ -1,0 +1,3 @@
+"""OIMNet, OIMNet++ and OIMNet+++ for person search (detection + re-id)."""
+
+__version__ = "0.1.0"

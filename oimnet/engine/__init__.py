@@ -1,0 +1,1 @@
+"""Training loop, checkpoints, reproducibility records and MLflow tracking."""

@@ -1,0 +1,193 @@
+"""Strict loading of the authors' released checkpoints (and of ours).
+
+The release's ``{"model": state_dict}`` must be consumed key by key with
+matching shapes. Two of its modules are never used by the release's forward
+pass and are dropped: ``roi_heads.box_head`` (the torchvision RoIHeads slot;
+the release runs its deep copy ``roi_heads.reid_head``) and
+``roi_heads.faster_rcnn_predictor``. Our queue head
+``roi_heads.reid_loss.cq_head`` is absent from release files and loads as 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "UNUSED_RELEASE_PREFIXES",
+    "OPTIONAL_KEYS",
+    "LoadReport",
+    "ReleaseCheckpointError",
+    "read_state_dict",
+    "check_release_state_dict",
+    "load_release_state_dict",
+    "infer_from_keys",
+]
+
+UNUSED_RELEASE_PREFIXES = ("roi_heads.box_head.", "roi_heads.faster_rcnn_predictor.")
+OPTIONAL_KEYS = ("roi_heads.reid_loss.cq_head",)
+
+
+class ReleaseCheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message lists the keys."""
+
+
+@dataclass
+class LoadReport:
+    """Outcome of matching a state dict against a model.
+
+    missing: model keys absent from the file (optional ones excluded);
+    unexpected: file keys the model does not have (dropped ones excluded);
+    mismatched: (key, file shape, model shape); dropped: never-used release keys;
+    defaulted: optional keys absent from the file, left at their default.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    defaulted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def format(self, limit: int = 20) -> str:
+        def show(keys: list) -> str:
+            more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            return "".join(f"\n    {k}" for k in keys[:limit]) + more
+
+        mism = [f"{k}: file {list(a)} vs model {list(b)}" for k, a, b in self.mismatched]
+        lines = [
+            f"  missing ({len(self.missing)}):{show(self.missing)}",
+            f"  unexpected ({len(self.unexpected)}):{show(self.unexpected)}",
+            f"  mismatched ({len(mism)}):{show(mism)}",
+            f"  dropped, never used by the release ({len(self.dropped)})",
+        ]
+        if self.defaulted:
+            lines.append(f"  left at default ({len(self.defaulted)}):{show(self.defaulted)}")
+        return "\n".join(lines)
+
+
+def read_state_dict(path: str) -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file: ``{"model": sd, ...}`` or a bare sd.
+
+    Uses ``torch.load(weights_only=True)``; raises FileNotFoundError or
+    ReleaseCheckpointError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r}: no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ReleaseCheckpointError(f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ReleaseCheckpointError(
+            f"checkpoint {path!r}: expected a state dict of tensors or a dict with a 'model' state dict"
+        )
+    return dict(obj)
+
+
+def check_release_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
+    """Compare keys and shapes without loading anything."""
+    own = model.state_dict()
+    report = LoadReport()
+    for key, value in state_dict.items():
+        if key in own:
+            if tuple(value.shape) != tuple(own[key].shape):
+                report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        elif key.startswith(UNUSED_RELEASE_PREFIXES):
+            report.dropped.append(key)
+        else:
+            report.unexpected.append(key)
+    for key in own:
+        if key not in state_dict:
+            (report.defaulted if key in OPTIONAL_KEYS else report.missing).append(key)
+    return report
+
+
+def load_release_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
+    """Load strictly; raise ReleaseCheckpointError listing every offending key.
+
+    Values are cast to the model's dtypes (the release's float16 LUT/queue
+    load into float32 buffers on CPU). Optional keys absent from the file are
+    reset to zero (queue head 0).
+    """
+    report = check_release_state_dict(model, state_dict)
+    if not report.ok:
+        raise ReleaseCheckpointError("checkpoint does not fit the model:\n" + report.format())
+    dropped = set(report.dropped)
+    kept = {k: v for k, v in state_dict.items() if k not in dropped}
+    own = model.state_dict()
+    for key in report.defaulted:
+        kept[key] = torch.zeros_like(own[key])
+    model.load_state_dict(kept, strict=True)
+    return report
+
+
+_LAYER_BLOCKS = re.compile(r"^backbone\.layer(\d)\.(\d+)\.")
+
+
+def infer_from_keys(state_dict: Mapping[str, Tensor]) -> dict:
+    """What the keys reveal: config values plus notes on what they cannot tell.
+
+    Returns {"overrides": {dotted key: value}, "notes": [str]}; overrides hold
+    MODEL.BACKBONE.NAME, MODEL.ROI_HEAD.NORM_TYPE, MODEL.LOSS.LUT_SIZE,
+    MODEL.LOSS.CQ_SIZE when determinable.
+    """
+    from oimnet.models.backbone import BACKBONES
+
+    overrides: dict = {}
+    notes: list[str] = []
+    stem = state_dict.get("backbone.conv1.weight")
+    bottleneck = "backbone.layer1.0.conv3.weight" in state_dict
+    blocks = {}
+    for key in state_dict:
+        m = _LAYER_BLOCKS.match(key)
+        if m:
+            layer, idx = int(m.group(1)), int(m.group(2))
+            blocks[layer] = max(blocks.get(layer, 0), idx + 1)
+    found = None
+    if stem is not None:
+        for name, spec in BACKBONES.items():
+            if (
+                spec.stem_width == stem.shape[0]
+                and (spec.block.expansion == 4) == bottleneck
+                and tuple(blocks.get(i, 0) for i in (1, 2, 3)) == spec.layers[:3]
+            ):
+                found = name
+                break
+    if found:
+        overrides["MODEL.BACKBONE.NAME"] = found
+    else:
+        notes.append(f"backbone: not one of {sorted(BACKBONES)} (blocks per stage {blocks}, bottleneck={bottleneck})")
+
+    prefix = "roi_heads.embedding_head.projectors.feat_res5.1."
+    if any(k.startswith(prefix) for k in state_dict):
+        if prefix + "weight" in state_dict:
+            notes.append("norm: feat_res5.1 has affine weights, which neither BatchNorm1d(affine=False) nor ProtoNorm has")
+        else:
+            overrides["MODEL.ROI_HEAD.NORM_TYPE"] = "protonorm"
+            notes.append(
+                "norm: feat_res5.1 holds running statistics: protonorm or batchnorm (their keys are identical; "
+                "the release only has protonorm, so protonorm is assumed)"
+            )
+    else:
+        overrides["MODEL.ROI_HEAD.NORM_TYPE"] = "none"
+    if "roi_heads.reid_loss.lut" in state_dict:
+        overrides["MODEL.LOSS.LUT_SIZE"] = int(state_dict["roi_heads.reid_loss.lut"].shape[0])
+    if "roi_heads.reid_loss.cq" in state_dict:
+        overrides["MODEL.LOSS.CQ_SIZE"] = int(state_dict["roi_heads.reid_loss.cq"].shape[0])
+    notes.append("augment (OIMNet+++): not visible in the keys (ProtoNorm2d keeps BatchNorm2d's keys)")
+    notes.append("loss type OIM/LOIM: not visible in the keys")
+    cls = state_dict.get("rpn.head.cls_logits.weight")
+    if cls is not None:
+        notes.append(f"rpn: {cls.shape[0]} anchors per location")
+    return {"overrides": overrides, "notes": notes}
