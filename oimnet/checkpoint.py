@@ -11,8 +11,8 @@ it loads, 1 when it does not, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-import warnings
 
 from oimnet.cli import add_config_args, config_from_args, usage_error
 from oimnet.models.checkpoint_io import (
@@ -26,10 +26,14 @@ from oimnet.models.checkpoint_io import (
 def _build(cfg):
     from oimnet.models import build_model
 
-    with warnings.catch_warnings():
-        # backbone weights are about to be replaced by the checkpoint's
-        warnings.filterwarnings("ignore", message="MODEL.BACKBONE.WEIGHTS is empty")
+    # backbone weights are about to be replaced by the checkpoint's: no random-init warning
+    log = logging.getLogger("oimnet.models.backbone")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
         return build_model(cfg)
+    finally:
+        log.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ Backbones (MODEL.BACKBONE.NAME):
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = [
     "BACKBONES",
@@ -182,8 +184,9 @@ def load_imagenet_weights(resnet: nn.Module, path: str, name: str) -> None:
 def build_resnet(name: str, weights: str = "") -> tuple[Backbone, Res5Head]:
     """Trunk and res5 head of ResNet ``name``, optionally ImageNet-initialized.
 
-    ``weights`` "" means random init; that is warned about once per call since
-    the paper's numbers need ImageNet weights.
+    ``weights`` "" means random init; one warning line (logger
+    ``oimnet.models.backbone``) says so, since the paper's numbers need
+    ImageNet weights.
     """
     if name not in BACKBONES:
         raise ValueError(f"MODEL.BACKBONE.NAME {name!r}: expected one of {sorted(BACKBONES)}")
@@ -192,8 +195,7 @@ def build_resnet(name: str, weights: str = "") -> tuple[Backbone, Res5Head]:
     if weights:
         load_imagenet_weights(resnet, weights, name)
     else:
-        warnings.warn(
-            f"MODEL.BACKBONE.WEIGHTS is empty: {name} starts from random init, numbers will not match the paper",
-            stacklevel=2,
+        _LOG.warning(
+            "MODEL.BACKBONE.WEIGHTS is empty: %s starts from random init, numbers will not match the paper", name
         )
     return Backbone(resnet, spec.c4), Res5Head(resnet, spec.c4, spec.c5)
