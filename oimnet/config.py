@@ -100,8 +100,9 @@ class RPNCfg:
     PRE_NMS_TOPN_TEST: int = 6000
     POST_NMS_TOPN_TRAIN: int = 2000
     POST_NMS_TOPN_TEST: int = 300
-    # ours: anchor side lengths in pixels (py-faster-rcnn scales 8,16,32 x stride 16)
-    ANCHOR_SIZES: list[int] = field(default_factory=lambda: [128, 256, 512])
+    # ours: anchor side lengths in pixels as torchvision's AnchorGenerator reads
+    # them. The release passes (8, 16, 32) there; its checkpoints need this default.
+    ANCHOR_SIZES: list[int] = field(default_factory=lambda: [8, 16, 32])
     ASPECT_RATIOS: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,10 +30,8 @@ VARIANTS = [
 
 
 @pytest.fixture(scope="module")
-def release_keys(request) -> dict:
-    from tests.conftest import SPEC
-
-    path = SPEC / "upstream_checkpoint_keys.json"
+def release_keys() -> dict:
+    path = Path(__file__).resolve().parents[2] / "shared" / "spec" / "upstream_checkpoint_keys.json"
     if not path.is_file():
         pytest.skip(f"{path} not present")
     return json.loads(path.read_text())["variants"]

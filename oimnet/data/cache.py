@@ -31,9 +31,12 @@ def fingerprint(root: str, files: Iterable[str], dirs: Iterable[str] = ()) -> st
         except FileNotFoundError:
             h.update(f"{os.path.relpath(d, root)} missing\n".encode())
             continue
+        rel = os.path.relpath(d, root)
+        lines = []
         for e in entries:
             st = e.stat()
-            h.update(f"{os.path.relpath(e.path, root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+            lines.append(f"{rel}/{e.name} {st.st_size} {st.st_mtime_ns}\n")
+        h.update("".join(lines).encode())
     return h.hexdigest()
 
 

@@ -13,7 +13,6 @@ seed (after ``set_epoch(k)``) replays epoch k exactly.
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Iterator, Sequence
 

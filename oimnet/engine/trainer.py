@@ -274,7 +274,7 @@ def train_run(
 
         seeding.seed_everything(seed)
         model = build_model(cfg).to(device)
-        loader = build_train_loader(cfg)
+        loader = build_train_loader(cfg, seed=seed)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, len(loader))
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -292,8 +292,8 @@ def train_run(
         t_start = time.time()
         for epoch in range(start_epoch, max_epochs):
             seeding.seed_everything(seeding.epoch_seed(seed, epoch))
-            if hasattr(loader, "generator") and isinstance(loader.generator, torch.Generator):
-                loader.generator.manual_seed(seeding.epoch_seed(seed, epoch))
+            if hasattr(loader.batch_sampler, "set_epoch"):
+                loader.batch_sampler.set_epoch(epoch)  # shuffle order and flips drawn from (seed, epoch)
             t0 = time.time()
             global_step, train_means = train_one_epoch(
                 model, loader, optimizer, scheduler, scaler, cfg, device, epoch, global_step, run, amp)
@@ -358,8 +358,6 @@ def train_run(
 
 def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict:
     """`--eval --ckpt`: load our or the release's checkpoint and evaluate it."""
-    from oimnet.models import build_model, load_release_state_dict
-
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)
     handler = setup_logging(out)
@@ -367,13 +365,11 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, tracking_uri: str | Non
     run = None
     status = "FAILED"
     try:
+        from oimnet.models import model_from_checkpoint
+
         path = Path(ckpt_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
+        model, report = model_from_checkpoint(cfg, str(path))
         obj = torch.load(path, map_location="cpu", weights_only=True)
-        state_dict = obj["model"] if isinstance(obj, dict) and "model" in obj else obj
-        model = build_model(cfg)
-        report = load_release_state_dict(model, state_dict)
         log.info("loaded %s (%s)", path, report)
         model.to(device)
         if log_to_mlflow:

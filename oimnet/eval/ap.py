@@ -13,10 +13,6 @@ import numpy as np
 
 __all__ = ["average_precision", "average_precision_from_positives"]
 
-# Below this many distinct positive scores, counting by broadcasting beats sorting.
-_BROADCAST_MAX = 64
-
-
 def average_precision(y_true, y_score) -> float:
     """AP of a ranking.
 
@@ -34,10 +30,10 @@ def average_precision(y_true, y_score) -> float:
     s = y_score[order]
     tp = np.cumsum(y_true[order])
     # last index of every run of equal scores = one threshold
-    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
     tp_at = tp[last]
     precision = tp_at / (last + 1.0)
-    d_recall = np.diff(np.r_[0, tp_at]) / n_pos
+    d_recall = np.diff(tp_at, prepend=0) / n_pos
     return float(np.sum(d_recall * precision))
 
 
@@ -46,21 +42,21 @@ def average_precision_from_positives(scores: np.ndarray, pos_scores: np.ndarray)
 
     scores: (n,) float64, every ranked item (positives included);
     pos_scores: (p,) float64, the positives' scores (a sub-multiset of scores).
-    Same value as :func:`average_precision`, but only counts items at or above
-    each positive score instead of sorting the whole list.
+    Same value as :func:`average_precision`: only the number of items at or
+    above each distinct positive score is needed, so only the items scoring at
+    least the lowest positive are sorted.
     """
     pos_scores = np.asarray(pos_scores, dtype=np.float64)
     n_pos = pos_scores.size
     if n_pos == 0:
         return 0.0
-    thresholds = np.unique(pos_scores)[::-1]  # distinct, descending
-    tp_ge = np.searchsorted(np.sort(pos_scores), thresholds, side="left")
-    tp_ge = n_pos - tp_ge  # positives with score >= t
-    above = scores[scores >= thresholds[-1]]
-    if thresholds.size <= _BROADCAST_MAX:
-        n_ge = (above[:, None] >= thresholds[None, :]).sum(axis=0)
-    else:
-        n_ge = above.size - np.searchsorted(np.sort(above), thresholds, side="left")
+    if n_pos == 1:  # the common case in CUHK-SYSU: precision at its rank
+        return float(1.0 / np.count_nonzero(scores >= pos_scores[0]))
+    pos_sorted = np.sort(pos_scores)
+    thresholds = pos_sorted[np.append(pos_sorted[1:] != pos_sorted[:-1], True)][::-1]  # distinct, descending
+    above = np.sort(scores[scores >= pos_sorted[0]])
+    n_ge = above.size - np.searchsorted(above, thresholds, side="left")  # items >= t
+    tp_ge = n_pos - np.searchsorted(pos_sorted, thresholds, side="left")  # positives >= t
     precision = tp_ge / n_ge
-    d_recall = np.diff(np.r_[0, tp_ge]) / n_pos
+    d_recall = np.diff(tp_ge, prepend=0) / n_pos
     return float(np.sum(d_recall * precision))

@@ -36,7 +36,8 @@ def _numpy_safe_globals() -> list:
     """Everything a pickled NumPy array or scalar needs, under both the
     NumPy 2 (``numpy._core``) and the NumPy 1 (``numpy.core``) module names."""
     core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
-    dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    dtypes = getattr(np, "dtypes", None)  # NumPy >= 1.25 pickles dtypes by class
+    dtype_classes = [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")] if dtypes else []
     return [
         np.ndarray,
         np.dtype,

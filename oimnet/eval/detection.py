@@ -49,7 +49,6 @@ def detection_metrics(gallery: list[dict], gallery_dets: list[np.ndarray], score
     count_gt = int(n_gt.sum())
     gts = np.concatenate(gt_list) if count_gt else np.zeros((0, 4))
     dets = np.concatenate(det_list) if n_det.sum() else np.zeros((0, 5))
-    gt_start = np.cumsum(n_gt) - n_gt
     det_start = np.cumsum(n_det) - n_det
 
     # every (gt, det) pair of the same image, ordered by (image, gt, det)

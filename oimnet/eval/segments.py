@@ -16,12 +16,18 @@ def segment_first_argmax(values: np.ndarray, seg: np.ndarray) -> tuple[np.ndarra
     """
     if values.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    new = np.empty(seg.size, dtype=bool)
+    new[0] = True
+    np.not_equal(seg[1:], seg[:-1], out=new[1:])
+    if new.all():  # every segment has one element
+        return seg, np.arange(seg.size)
+    starts = np.flatnonzero(new)
     seg_max = np.maximum.reduceat(values, starts)
-    lengths = np.diff(np.r_[starts, values.size])
+    lengths = np.diff(starts, append=values.size)
     is_max = np.flatnonzero(values == np.repeat(seg_max, lengths))
-    ids, first = np.unique(seg[is_max], return_index=True)
-    return ids, is_max[first]
+    seg_of = seg[is_max]
+    first = np.append(True, seg_of[1:] != seg_of[:-1])  # first maximum of each segment
+    return seg_of[first], is_max[first]
 
 
 def ranges_concat(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

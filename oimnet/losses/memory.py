@@ -1,32 +1,46 @@
 """Vectorized OIM / LOIM memory updates (lookup table and circular queue).
 
 The authors' release updates the memory one RoI at a time, in RoI order.
-These functions give the same result without a Python loop over RoIs:
+These functions give the same result without a Python loop over RoIs.
 
-* LUT: for one identity seen K times in a batch the sequential update is
-  ``v_k = normalize(a_k * v_{k-1} + b_k * x_k)``.  Because normalization
-  rescales the *whole* running vector, the weight x_k receives relative to
-  the history depends on the norms of all earlier steps, so the chain cannot
-  be collapsed into one weighted sum without those norms.  The update is
-  therefore run rank by rank: step r applies the r-th occurrence of *every*
-  identity at once.  The loop runs max-multiplicity times (typically
-  10-30 for 640 RoIs), never once per RoI, and needs one host sync.
-* Queue: unlabeled RoI number i (0-based, RoI order) goes to slot
-  ``(head + i) mod Q``; when more than Q arrive only the last Q are written
-  (last write wins), so every write lands in a distinct slot.
+LUT.  For one identity updated K times in a batch the sequential rule is
+``v_k = normalize(a_k v_{k-1} + b_k x_k)``.  Unrolled,
+``v_K ~ (prod_k a_k) v_0 + sum_k b_k (prod_{j>k} a_j) t_{k-1} x_k`` with
+``t_k = ||a_k v_{k-1} + b_k x_k|| t_{k-1}``: the cumulative products are
+closed-form, but the norms t_k depend on every earlier step, so one weighted
+sum normalized once at the end is a different vector.  The update therefore
+runs rank by rank: step r applies the r-th update of *every* identity at
+once; the loop runs max-multiplicity times (about 10-30 for 640 RoIs),
+never once per RoI.  After the first step, with w = v / prod a (rescaled,
+not normalized) the step is ``w <- w + (b_k / a_k) ||w|| x_k`` (two ops);
+the direction of w equals the oracle's v_k, and w is renormalized every
+few steps so that it cannot overflow.
+
+Queue.  Unlabeled RoI number i (0-based, RoI order) goes to slot
+``(head + i) mod Q``; when more than Q arrive only the last Q are written
+(last write wins), so the written slots are distinct: at most two
+contiguous runs.
+
+One host transfer per call (labels and queue head), none per RoI.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["update_lut_", "push_queue_"]
+__all__ = ["update_lut_", "lut_schedule", "apply_lut_schedule_", "push_queue_"]
 
-_NORM_EPS = 1e-12  # floor on a row norm before dividing (as F.normalize)
+# Growth allowed between renormalizations of the rescaled rows (float16 is
+# never used for the computation, so 2^60 is far from overflow).
+_MAX_GROWTH_LOG2 = 60.0
+_NORM_EPS = 1e-12  # norm floor, as F.normalize
 
 
-def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor, new: Tensor) -> None:
+def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new: Tensor | float) -> None:
     """In place: ``lut[rows[k]] <- normalize(keep[k] * lut[rows[k]] + new[k] * x[k])`` for k in order.
 
     Args:
@@ -34,54 +48,150 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor, new: Tensor)
             if ``lut`` or ``x`` is float64) and written back in ``lut.dtype``.
         rows: (K,) int64 row of each update, 0-based; repeats compound in order.
         x: (K, C) features.
-        keep: (K,) weight of the old row (OIM: momentum m; LOIM: 1 - s).
-        new: (K,) weight of the new feature (OIM: 1 - m; LOIM: s).
+        keep: (K,) weight of the old row (OIM: momentum m; LOIM: 1 - s), or one float.
+        new: (K,) weight of the new feature (OIM: 1 - m; LOIM: s), or one float.
     """
     k = rows.numel()
     if k == 0:
         return
-    if x.shape != (k, lut.shape[1]) or keep.shape != (k,) or new.shape != (k,):
-        raise ValueError(
-            f"update_lut_: rows {tuple(rows.shape)}, x {tuple(x.shape)}, keep {tuple(keep.shape)}, "
-            f"new {tuple(new.shape)}: expected (K,), (K, {lut.shape[1]}), (K,), (K,)"
-        )
-    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
-    # Group the updates by row, keeping RoI order inside a group (stable sort).
-    order = torch.argsort(rows, stable=True)
-    sorted_rows = rows[order]
-    uniq, group, counts = torch.unique_consecutive(sorted_rows, return_inverse=True, return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(k, device=rows.device) - starts[group]
-    depth = int(counts.max())  # the one host sync of the update
-
-    n_groups = uniq.numel()
-    # Padded schedule: step r holds the r-th occurrence of each group.  Padding
-    # (keep=1, new=0) only renormalizes an already unit row: a no-op up to rounding.
-    keep_pad = torch.ones(depth, n_groups, 1, dtype=dtype, device=lut.device)
-    new_x = torch.zeros(depth, n_groups, lut.shape[1], dtype=dtype, device=lut.device)
-    keep_pad[rank, group, 0] = keep[order].to(dtype)
-    new_x[rank, group] = new[order].to(dtype)[:, None] * x[order].to(dtype)
-
-    state = lut.index_select(0, uniq).to(dtype)
-    for r in range(depth):
-        state = torch.addcmul(new_x[r], keep_pad[r], state)
-        state = state / torch.linalg.vector_norm(state, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    lut.index_copy_(0, uniq, state.to(lut.dtype))
+    for name, w in (("keep", keep), ("new", new)):
+        if isinstance(w, Tensor) and w.shape != (k,):
+            raise ValueError(f"update_lut_: {name} {tuple(w.shape)}: expected ({k},) or a float")
+    if x.shape != (k, lut.shape[1]):
+        raise ValueError(f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}")
+    uniq, slot, active = lut_schedule(rows.cpu().numpy())  # the one host sync
+    max_ratio = _max_ratio(keep, new)
+    apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, max_ratio)
 
 
-def push_queue_(cq: Tensor, head: Tensor, x: Tensor) -> None:
-    """In place: write the rows of ``x`` (U, C) into the circular queue ``cq`` (Q, C) at ``head``.
+def _max_ratio(keep: Tensor | float, new: Tensor | float) -> float:
+    """Upper bound of new / keep over the updates (inf if some keep is 0); reads tensors on the host."""
+    keep_min = float(keep.min()) if isinstance(keep, Tensor) else float(keep)
+    new_max = float(new.max()) if isinstance(new, Tensor) else float(new)
+    return math.inf if keep_min <= 0 else max(new_max, 0.0) / keep_min
 
-    Equivalent to ``for v in x: cq[head] = v; head = (head + 1) % Q``; ``head``
-    is a 0-d int64 tensor updated in place (stays on its device, no sync).
+
+def lut_schedule(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan the rank-by-rank update of a sequence of LUT row updates (host side).
+
+    Args:
+        rows: (K,) row of each update, in update order.
+    Returns:
+        uniq: (G,) distinct rows.
+        slot: (depth * G,) step-major: at r * G + j the index (into the K
+            updates) of the r-th update of ``uniq[j]``; 0 where ``uniq[j]``
+            has fewer than r + 1 updates.
+        active: (depth * G,) bool, False at those padding positions.
     """
-    n, q = x.shape[0], cq.shape[0]
+    order = np.argsort(rows, kind="stable")  # grouped by row, update order kept inside a group
+    grouped = rows[order]
+    starts_group = np.empty(len(grouped), dtype=bool)
+    starts_group[0] = True
+    np.not_equal(grouped[1:], grouped[:-1], out=starts_group[1:])
+    first = np.flatnonzero(starts_group)
+    counts = np.diff(first, append=len(grouped))
+    steps = np.arange(counts.max())[:, None]
+    active = (counts > steps).ravel()
+    slot = order[np.where(active, (first + steps).ravel(), 0)]
+    return grouped[first], slot, active
+
+
+def apply_lut_schedule_(
+    lut: Tensor,
+    rows: np.ndarray,
+    slot: np.ndarray,
+    active: np.ndarray,
+    x: Tensor,
+    keep: Tensor | float,
+    new: Tensor | float,
+    max_ratio: float,
+) -> None:
+    """Run a :func:`lut_schedule` plan: ``depth`` steps, each updating all G rows at once.
+
+    ``slot`` indexes the rows of ``x`` (N, C) and of per-update ``keep``/``new``
+    (N,) tensors (or they are one float each).  ``max_ratio`` bounds new/keep
+    (inf when some keep is 0); it sets how often rows are renormalized.
+    Rows of x are assumed to have norm at most 1 (embeddings are unit rows)
+    for that bound; larger rows only make renormalization more frequent than needed.
+    """
+    n_rows = rows.shape[0]
+    depth = len(slot) // n_rows
+    device = lut.device
+    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
+    pick = torch.from_numpy(slot).to(device)
+    x_sel = x.index_select(0, pick).to(dtype)
+    keep_c = keep.index_select(0, pick).to(dtype)[:, None] if isinstance(keep, Tensor) else float(keep)
+    new_c = new.index_select(0, pick).to(dtype)[:, None] if isinstance(new, Tensor) else float(new)
+    rows_t = torch.from_numpy(rows).to(device)
+    state = lut.index_select(0, rows_t).to(dtype)
+    # Step 0 has no padding (every row has an update); padding slots add nothing.
+    mask = torch.from_numpy(active[n_rows:, None].astype(np.float64 if dtype == torch.float64 else np.float32))
+
+    if math.isfinite(max_ratio):
+        # Step 0 from any state (zero rows too), then the rescaled two-op steps.
+        first = slice(0, n_rows)
+        state.mul_(_part(keep_c, first)).add_(x_sel[first] * _part(new_c, first))
+        _normalize_rows_(state)
+        if depth > 1:
+            every = max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
+            rest = slice(n_rows, None)
+            ratio = _part(new_c, rest) / _part(keep_c, rest)
+            later = x_sel[rest].mul_(mask.mul_(ratio).to(device) if isinstance(ratio, Tensor) else mask.mul_(ratio).to(device))
+            norm = torch.empty(n_rows, 1, dtype=dtype, device=device)
+            for r, cx in enumerate(later.view(depth - 1, n_rows, -1).unbind(0), start=1):
+                torch.linalg.vector_norm(state, dim=1, keepdim=True, out=norm)
+                state.addcmul_(norm, cx)
+                if r % every == 0 or r == depth - 1:
+                    _normalize_rows_(state)
+    else:  # some keep is 0, so w cannot be rescaled by 1/keep: plain normalized steps
+        x_sel[n_rows:].mul_(mask.to(device))
+        if not isinstance(keep_c, Tensor):
+            keep_c = torch.full((len(slot), 1), keep_c, dtype=dtype, device=device)
+        inactive = np.flatnonzero(~active)
+        if inactive.size:  # padding: state <- normalize(1 * state + 0)
+            keep_c.index_fill_(0, torch.from_numpy(inactive).to(device), 1.0)
+        for r in range(depth):
+            step = slice(r * n_rows, (r + 1) * n_rows)
+            state = state * keep_c[step] + x_sel[step] * _part(new_c, step)
+            _normalize_rows_(state)
+    lut.index_copy_(0, rows_t, state.to(lut.dtype))
+
+
+def _part(w: Tensor | float, rows: slice) -> Tensor | float:
+    """The given rows of a per-slot weight column; a float weight passes unchanged."""
+    return w[rows] if isinstance(w, Tensor) else w
+
+
+def _normalize_rows_(state: Tensor) -> None:
+    state.div_(torch.linalg.vector_norm(state, dim=1, keepdim=True).clamp_min_(_NORM_EPS))
+
+
+def push_queue_(cq: Tensor, head: Tensor, x: Tensor, index: Tensor | None = None, start: int | None = None) -> None:
+    """In place: write the rows ``x`` (U, C), or ``x[index]``, into the circular queue ``cq`` (Q, C) at ``head``.
+
+    Equivalent to ``for v in rows: cq[head] = v; head = (head + 1) % Q``.
+    ``head`` is a 0-d int64 tensor updated in place; ``start`` is its value
+    when the caller already has it on the host (else it is read: a sync on GPU).
+    """
+    n = x.shape[0] if index is None else index.shape[0]
+    q = cq.shape[0]
     if n == 0 or q == 0:
         return
     if x.shape[1] != cq.shape[1]:
         raise ValueError(f"push_queue_: x has {x.shape[1]} features, queue rows have {cq.shape[1]}")
+    if index is None:
+        index = torch.arange(n, device=x.device)
     written = min(n, q)  # with more than Q rows, earlier ones are overwritten anyway
-    skipped = n - written
-    slots = (head + skipped + torch.arange(written, device=cq.device)) % q
-    cq.index_copy_(0, slots, x[skipped:].to(cq.dtype))
-    head.copy_((head + n) % q)
+    first = (int(head) if start is None else start) + n - written  # slot of the first written row (unwrapped)
+    begin = first % q
+    run = min(written, q - begin)  # the rest wraps to slot 0
+    src = index[n - written :]
+    if x.dtype == cq.dtype:
+        torch.index_select(x, 0, src[:run], out=cq[begin : begin + run])
+        if run < written:
+            torch.index_select(x, 0, src[run:], out=cq[: written - run])
+    else:
+        rows = x.index_select(0, src).to(cq.dtype)
+        cq[begin : begin + run] = rows[:run]
+        cq[: written - run] = rows[run:]
+    head.fill_((first + written) % q)

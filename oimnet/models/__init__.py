@@ -10,6 +10,7 @@ from oimnet.models.checkpoint_io import (
     ReleaseCheckpointError,
     check_release_state_dict,
     load_release_state_dict,
+    model_from_checkpoint,
     read_state_dict,
 )
 from oimnet.models.detector import LOSS_KEYS, OIMNet, build_model
@@ -21,6 +22,7 @@ __all__ = [
     "load_release_state_dict",
     "check_release_state_dict",
     "read_state_dict",
+    "model_from_checkpoint",
     "LoadReport",
     "ReleaseCheckpointError",
 ]

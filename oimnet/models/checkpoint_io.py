@@ -191,3 +191,22 @@ def infer_from_keys(state_dict: Mapping[str, Tensor]) -> dict:
     if cls is not None:
         notes.append(f"rpn: {cls.shape[0]} anchors per location")
     return {"overrides": overrides, "notes": notes}
+
+
+def model_from_checkpoint(cfg, path: str):
+    """Build the model ``cfg`` describes and load ``path`` into it strictly.
+
+    Accepts our training checkpoints and the authors' release alike
+    (``{"model": sd, ...}`` or a bare state dict, read with weights_only=True).
+    Returns ``(model, report)``; raises FileNotFoundError or
+    ReleaseCheckpointError (a ValueError) naming the file and the keys.
+    """
+    from oimnet.models.detector import build_model
+
+    state_dict = read_state_dict(path)
+    model = build_model(cfg)
+    try:
+        report = load_release_state_dict(model, state_dict)
+    except ReleaseCheckpointError as exc:
+        raise ReleaseCheckpointError(f"{path}: {exc}") from None
+    return model, report

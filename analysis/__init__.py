@@ -1,0 +1,1 @@
+"""Reading sweeps back from MLflow: tables (markdown / LaTeX / CSV) and plots."""

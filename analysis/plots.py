@@ -1,0 +1,100 @@
+"""PNG figures of a sweep: mAP per epoch per row, and the table as bars.
+
+Files (one pair per dataset):
+  ``map_per_epoch_<dataset>.png``: x = epoch, y = mAP in %, one line per
+  row (mean over seeds, band = ± std where several seeds).
+  ``table_<dataset>.png``: grouped bars of mAP and top-1 in % per row
+  (error bars = std over seeds); published values (secondary sources) as
+  black diamonds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from analysis.published import Published, published_for
+from analysis.runs import RowSummary, datasets_of
+
+DATASET_NAMES = {"synthetic": "Synthetic", "prw": "PRW", "cuhk": "CUHK-SYSU"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean %, std %) of one row over its runs, on the epochs all runs logged."""
+    per_run: list[dict[int, float]] = []
+    for rid in run_ids:
+        hist = client.get_metric_history(rid, metric)
+        per_run.append({int(m.step): float(m.value) * 100.0 for m in hist})
+    if not per_run:
+        return np.array([]), np.array([]), np.array([])
+    epochs = sorted(set.intersection(*(set(h) for h in per_run)))
+    vals = np.array([[h[e] for e in epochs] for h in per_run])  # (runs, epochs)
+    std = vals.std(axis=0, ddof=1) if len(per_run) > 1 else np.zeros(len(epochs))
+    return np.array(epochs), vals.mean(axis=0), std
+
+
+def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
+                published: dict[str, Published] | None = None) -> list[Path]:
+    """Write the PNGs of every dataset in ``rows``; returns their paths."""
+    plt = _plt()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for ds in datasets_of(rows):
+        name = DATASET_NAMES.get(ds, ds)
+        present = [r for r in rows if ds in r.run_ids]
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for r in present:
+            ep, mean, std = map_history(client, r.run_ids[ds])
+            if not len(ep):
+                continue
+            line, = ax.plot(ep, mean, marker="o", label=r.row)
+            if std.any():
+                ax.fill_between(ep, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mAP (%)")
+        ax.set_title(f"{name}: mAP per epoch (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out_dir / f"map_per_epoch_{ds}.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        written.append(p)
+
+        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(present) + 2), 4.5))
+        x = np.arange(len(present))
+        width = 0.38
+        for j, (metric, label) in enumerate((("mAP", "mAP"), ("top1", "top-1"))):
+            means = [r.cells[(ds, metric)].mean * 100 if (ds, metric) in r.cells else np.nan for r in present]
+            stds = [r.cells[(ds, metric)].std * 100 if (ds, metric) in r.cells else 0.0 for r in present]
+            ax.bar(x + (j - 0.5) * width, means, width, yerr=stds, capsize=3, label=label)
+            for i, r in enumerate(present):
+                pub = published_for(r.paper_label, published or {})
+                if pub and (ds, metric) in pub.values:
+                    ax.plot(x[i] + (j - 0.5) * width, pub.values[(ds, metric)], "kD", markersize=6,
+                            label="published (secondary)" if i == 0 or "published (secondary)" not in
+                            ax.get_legend_handles_labels()[1] else None)
+        ax.set_xticks(x)
+        ax.set_xticklabels([r.row for r in present], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("%")
+        ax.set_title(f"{name}: final mAP and top-1 per row (± std over seeds)")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        p = out_dir / f"table_{ds}.png"
+        fig.savefig(p, dpi=120)
+        plt.close(fig)
+        written.append(p)
+    return written

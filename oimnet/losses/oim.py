@@ -1,0 +1,173 @@
+"""OIM and LOIM re-id losses (online instance matching with a LUT and a circular queue).
+
+Labels of the sampled RoIs: 0 background, 1..num_pids labeled identity, any
+larger value (5555 in the data) unlabeled person.  Only labeled RoIs carry
+loss terms; labeled and unlabeled RoIs both update the memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from oimnet.losses.memory import apply_lut_schedule_, lut_schedule, push_queue_
+
+__all__ = ["OIMLoss", "LOSS_TYPES"]
+
+LOSS_TYPES = ("OIM", "LOIM")
+LOIM_MIN_WEIGHT = 0.7  # lower clamp of the IoU used as LOIM update weight
+
+
+class OIMLoss(nn.Module):
+    """Cross-entropy of scaled cosine logits against a LUT (L x C) and a queue (Q x C), then the memory update.
+
+    Buffers (state-dict names as in the release: ``roi_heads.reid_loss.lut``/``.cq``):
+        lut: (num_pids, num_features), starts at zero.
+        cq: (num_cq_size, num_features), starts at zero.
+        cq_head: 0-d int64, next queue slot (ours; absent from release files,
+            which then load with head 0).
+    ``lut``/``cq`` are float32 unless ``memory_dtype`` says otherwise (the
+    release used float16 under AMP); ``.half()`` also converts them.  Math is
+    done in float32 (float64 for float64 inputs) and written back in the
+    buffer dtype.
+
+    The memory is updated inside ``forward`` when the module is in training
+    mode, after the logits are computed, from the detached inputs; in eval
+    mode ``forward`` only computes the loss.
+    """
+
+    def __init__(
+        self,
+        num_features: int = 256,
+        num_pids: int = 5532,
+        num_cq_size: int = 5000,
+        oim_momentum: float = 0.5,
+        oim_scalar: float = 30.0,
+        loss_type: str = "OIM",
+        eps: float = 0.1,
+        memory_dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"MODEL.LOSS.TYPE {loss_type!r}: expected one of {LOSS_TYPES}")
+        if num_pids < 1 or num_cq_size < 0 or num_features < 1:
+            raise ValueError(
+                f"OIMLoss: num_pids={num_pids} (>= 1), num_cq_size={num_cq_size} (>= 0), "
+                f"num_features={num_features} (>= 1) out of range"
+            )
+        if not 0.0 <= oim_momentum <= 1.0:
+            raise ValueError(f"MODEL.LOSS.OIM_MOMENTUM {oim_momentum}: expected a value in [0, 1]")
+        if not 0.0 <= eps < 1.0 - LOIM_MIN_WEIGHT:
+            raise ValueError(f"MODEL.LOSS.OIM_EPS {eps}: expected a value in [0, {1.0 - LOIM_MIN_WEIGHT})")
+        self.num_features = num_features
+        self.num_pids = num_pids
+        self.num_cq_size = num_cq_size
+        self.momentum = float(oim_momentum)
+        self.oim_scalar = float(oim_scalar)
+        self.loss_type = loss_type
+        self.eps = float(eps)
+        self.register_buffer("lut", torch.zeros(num_pids, num_features, dtype=memory_dtype))
+        self.register_buffer("cq", torch.zeros(num_cq_size, num_features, dtype=memory_dtype))
+        self.register_buffer("cq_head", torch.zeros((), dtype=torch.int64))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.loss_type}, num_features={self.num_features}, num_pids={self.num_pids}, "
+            f"num_cq_size={self.num_cq_size}, momentum={self.momentum}, scalar={self.oim_scalar}, eps={self.eps}"
+        )
+
+    def forward(self, inputs: Tensor, labels: Tensor, ious: Tensor | None = None) -> Tensor:
+        """Re-id loss of one batch of RoIs.
+
+        Args:
+            inputs: (N, C) embeddings (unit rows from the embedding head).
+            labels: (N,) int64, 0 background, 1..num_pids labeled, larger unlabeled.
+            ious: (N,) IoU of each RoI with its matched GT box; required for LOIM.
+        Returns:
+            0-d loss: mean cross-entropy over the labeled RoIs, 0 (still
+            attached to ``inputs``) when there are none.
+        """
+        self._check_inputs(inputs, labels, ious)
+        host_labels, head = self._to_host(labels)  # the one host sync of a training step
+        labeled = np.flatnonzero((host_labels > 0) & (host_labels <= self.num_pids))
+        labeled_idx = torch.from_numpy(labeled).to(inputs.device)
+        dtype = torch.promote_types(inputs.dtype, torch.float32)
+        with torch.autocast(device_type=inputs.device.type, enabled=False):
+            x = inputs.index_select(0, labeled_idx).to(dtype)
+            # torch.cat copies, so autograd keeps the pre-update memory.
+            memory = torch.cat([self.lut, self.cq]).to(dtype)
+            logits = self.oim_scalar * (x @ memory.t())
+            # Sum / count instead of mean: an empty batch gives 0, not NaN.
+            loss = F.cross_entropy(logits, labels.long().index_select(0, labeled_idx) - 1, reduction="sum")
+            loss = loss / max(labeled.size, 1)
+        if self.training:
+            self._update(inputs.detach(), host_labels, head, None if ious is None else ious.detach())
+        return loss
+
+    @torch.no_grad()
+    def update_memory(self, inputs: Tensor, labels: Tensor, ious: Tensor | None = None) -> None:
+        """Apply the per-RoI memory updates of one batch, in RoI order (vectorized).
+
+        Labeled x with id y: OIM ``lut[y-1] <- m*lut[y-1] + (1-m)*x``; LOIM
+        with s = clamp(iou, 0.7, 1-eps): ``lut[y-1] <- (1-s)*lut[y-1] + s*x``;
+        then the row is renormalized.  Unlabeled x: written at the queue head.
+        """
+        self._check_inputs(inputs, labels, ious)
+        if labels.shape[0]:
+            self._update(inputs, *self._to_host(labels), ious)
+
+    def _to_host(self, labels: Tensor) -> tuple[np.ndarray, int]:
+        """Labels (N,) as a NumPy array and the queue head, in one device-to-host transfer."""
+        host = torch.cat([labels.long(), self.cq_head.view(1).to(labels.device)]).cpu().numpy()
+        return host[:-1], int(host[-1])
+
+    @torch.no_grad()
+    def _update(self, inputs: Tensor, host_labels: np.ndarray, head: int, ious: Tensor | None) -> None:
+        num_pids = self.num_pids
+        labeled = np.flatnonzero((host_labels > 0) & (host_labels <= num_pids))
+        unlabeled = np.flatnonzero(host_labels > num_pids)
+        if labeled.size:
+            rows, slot, active = lut_schedule(host_labels[labeled] - 1)
+            if self.loss_type == "OIM":
+                keep, new = self.momentum, 1.0 - self.momentum
+                max_ratio = new / keep if keep > 0 else math.inf
+            else:
+                new = ious.float().clamp(LOIM_MIN_WEIGHT, 1.0 - self.eps)
+                keep = 1.0 - new
+                max_ratio = (1.0 - self.eps) / self.eps if self.eps > 0 else math.inf
+            apply_lut_schedule_(self.lut, rows, labeled[slot], active, inputs, keep, new, max_ratio)
+        if unlabeled.size:
+            index = torch.from_numpy(unlabeled).to(inputs.device)
+            push_queue_(self.cq, self.cq_head, inputs, index, start=head)
+
+    def _check_inputs(self, inputs: Tensor, labels: Tensor, ious: Tensor | None) -> None:
+        if inputs.dim() != 2 or inputs.shape[1] != self.num_features:
+            raise ValueError(f"OIMLoss inputs {tuple(inputs.shape)}: expected (N, {self.num_features})")
+        if labels.shape != (inputs.shape[0],) or labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(
+                f"OIMLoss labels {tuple(labels.shape)} {labels.dtype}: expected ({inputs.shape[0]},) int64 (0 background, 1..{self.num_pids} labeled, larger unlabeled)"
+            )
+        if self.loss_type == "LOIM":
+            if ious is None:
+                raise ValueError("OIMLoss(loss_type='LOIM') needs ious, the (N,) IoU of each RoI with its GT box")
+            if ious.shape != (inputs.shape[0],):
+                raise ValueError(f"OIMLoss ious {tuple(ious.shape)}: expected ({inputs.shape[0]},)")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Release checkpoints have no queue head (their queue restarts at 0) and
+        # keep lut/cq in float16: cast to our buffer dtype so assign=True keeps it too.
+        head_key = prefix + "cq_head"
+        if head_key not in state_dict:
+            state_dict[head_key] = torch.zeros((), dtype=torch.int64)
+        for name in ("lut", "cq"):
+            key = prefix + name
+            value = state_dict.get(key)
+            if isinstance(value, Tensor) and value.is_floating_point():
+                state_dict[key] = value.to(getattr(self, name).dtype)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

@@ -1,0 +1,287 @@
+"""ProtoNorm (OIMNet++): batch normalization whose mean is the mean of identity prototypes.
+
+In training, per channel: the prototypes of a batch are one per labeled
+identity present (mean of its RoIs), one per unlabeled RoI (each its own) and
+one for the background (mean of all background RoIs).  mean = mean of the
+prototypes, var = mean over *all* RoIs (and positions, for 2-d) of
+(x - mean)^2.  Eval mode uses the running statistics, like BatchNorm.
+
+Vectorized form: the mean of P prototypes equals sum_i w_i * xbar_i with
+w_i = 1 / (P * n_g(i)), xbar_i the spatial mean of RoI i and n_g the size of
+its prototype group, so the mean is one weighted sum.  The variance around
+that mean follows from per-RoI means and variances (one pass over x).  The
+backward is written out (1-d) or torch's batch-norm backward, which assumes
+an unweighted mean, plus a per-RoI correction (2-d); see the two Functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules.batchnorm import _BatchNorm
+
+__all__ = [
+    "ProtoNorm1d",
+    "ProtoNorm2d",
+    "UNLABELED_ID",
+    "prototype_weights",
+    "set_protonorm_labels",
+    "convert_bn2d_to_protonorm",
+]
+
+UNLABELED_ID = 5555  # label of an unlabeled person RoI in the data
+
+
+def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Weight (N,) of each RoI in the mean of prototypes: 1 / (P * size of its prototype group).
+
+    labels (N,) int: 0 background (one group), ``unlabeled_id`` (each RoI a
+    group of its own), any other value one group per value.  The weights sum to 1.
+    """
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
+    n = labels.numel()
+    # Unlabeled RoIs get distinct negative keys so that each forms its own group.
+    key = torch.where(labels == unlabeled_id, torch.arange(-1, -1 - n, -1, device=labels.device), labels.long())
+    _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return counts.to(dtype).mul_(counts.numel()).reciprocal_().index_select(0, group)
+
+
+class _ProtoNorm1dFunction(torch.autograd.Function):
+    """(N, C) ProtoNorm: returns (y, mean, biased var); mean/var are not differentiable outputs.
+
+    With yhat = (x - mean) * invstd, g = dL/dyhat (after the affine weight),
+    S_g = sum_i g_i, S_gy = sum_i g_i yhat_i, S_y = sum_i yhat_i (per channel)
+    and mean = sum_i w_i x_i, var = 1/N sum_i (x_i - mean)^2:
+        dx_i = invstd * (g_i - yhat_i * S_gy / N - w_i * (S_g - S_y * S_gy / N)).
+    (With w_i = 1/N, S_y = 0 and this is BatchNorm's backward.)  Written out
+    here because for small 1-d inputs torch's batch-norm kernels are no faster.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, roi_weight, eps):
+        n = x.shape[0]
+        ctx.input_dtype = x.dtype
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # half (AMP) is computed in float32
+        w = roi_weight.to(x.dtype)
+        mean = w @ x
+        yhat = x - mean
+        var = (yhat * yhat).sum(0).div_(n)
+        invstd = (var + eps).rsqrt_()
+        s_y = yhat.sum(0).mul_(invstd)
+        yhat.mul_(invstd)
+        y = yhat if weight is None else torch.addcmul(bias, yhat, weight)
+        ctx.save_for_backward(yhat, weight, invstd, s_y, w)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, _grad_mean, _grad_var):
+        yhat, weight, invstd, s_y, w = ctx.saved_tensors
+        n = yhat.shape[0]
+        g = grad_out.to(yhat.dtype) if weight is None else grad_out * weight
+        s_g = g.sum(0)
+        s_gy = (g * yhat).sum(0)
+        grad_in = torch.addcmul(g, yhat, s_gy, value=-1.0 / n).mul_(invstd)
+        grad_in.addr_(w, torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd), alpha=-1.0)
+        grad_in = grad_in.to(ctx.input_dtype)
+        grad_weight = grad_bias = None
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_weight = (grad_out * yhat).sum(0)
+        if weight is not None and ctx.needs_input_grad[2]:
+            grad_bias = grad_out.sum(0)
+        return grad_in, grad_weight, grad_bias, None, None
+
+
+class _ProtoNorm2dFunction(torch.autograd.Function):
+    """(N, C, H, W) ProtoNorm: returns (y, mean, biased var); mean/var are not differentiable outputs.
+
+    With HW = H*W positions per RoI, M = N*HW elements per channel,
+    roi_weight w_i (sum 1), yhat = (x - mean) * invstd, g = dL/dy,
+    S_g = sum g, S_gy = sum g * yhat, S_y = sum yhat (per channel, over all M):
+    d mean / d x[i, c, h, w] = w_i / HW, and
+        dx = weight * invstd * (g - yhat * S_gy / M - w_i / HW * (S_g - S_y * S_gy / M)).
+    torch's batch-norm backward, given our mean/invstd, returns
+    weight * invstd * (g - S_g / M - yhat * S_gy / M) together with S_gy and S_g
+    (as weight/bias grads), so only a per-(RoI, channel) term is added.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, roi_weight, eps):
+        n, c = x.shape[:2]
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        w = roi_weight.to(dtype)
+        positions = x.shape[2] * x.shape[3]
+        # Per-RoI moments over the positions, two-pass for accuracy (reductions
+        # over the contiguous last dim are the fast ones).
+        flat = x.reshape(n * c, positions).to(dtype)
+        roi_mean = flat.mean(1)
+        roi_sq = torch.linalg.vector_norm(flat - roi_mean[:, None], dim=1).square_().view(n, c)
+        roi_mean = roi_mean.view(n, c)
+        mean = w @ roi_mean
+        # Variance around `mean`, combined from the per-RoI moments (equal sizes).
+        offset = roi_mean - mean
+        var = (roi_sq.sum(0) / positions + (offset * offset).sum(0)) / n
+        xbar = roi_mean.mean(0)
+        invstd = torch.rsqrt(var + eps)
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
+        ctx.save_for_backward(x, weight, mean, invstd, xbar, w / positions)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, _grad_mean, _grad_var):
+        x, weight, mean, invstd, xbar, w = ctx.saved_tensors
+        gamma = weight if weight is not None else torch.ones_like(mean)
+        grad_in, s_gy, s_g = torch.ops.aten.native_batch_norm_backward(
+            grad_out, x, gamma, None, None, mean, invstd, True, 0.0, [True, True, True]
+        )
+        m = x.numel() // x.shape[1]
+        s_y = invstd * m * (xbar - mean)
+        scale = gamma.to(invstd.dtype) * invstd
+        common = scale * s_g / m  # undoes batch-norm's unweighted-mean term
+        per_roi = scale * (s_g - s_y * s_gy / m)
+        correction = torch.outer(w, per_roi).neg_().add_(common).to(grad_in.dtype)
+        grad_in.add_(correction[:, :, None, None])
+        grad_weight = s_gy if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = s_g if weight is not None and ctx.needs_input_grad[2] else None
+        return grad_in, grad_weight, grad_bias, None, None
+
+
+class _ProtoNorm(_BatchNorm):
+    """Shared body of ProtoNorm1d/2d; parameters and buffers exactly those of torch BatchNorm."""
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        unlabeled_id: int = UNLABELED_ID,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(num_features, eps, momentum, affine, True, device=device, dtype=dtype)
+        self.unlabeled_id = int(unlabeled_id)
+        self._labels: Tensor | None = None
+        self._roi_weight: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", unlabeled_id={self.unlabeled_id}"
+
+    def set_labels(self, labels: Tensor | None, roi_weight: Tensor | None = None) -> None:
+        """Labels (N,) of the RoIs of the next training forward calls (None: plain BatchNorm).
+
+        ``roi_weight`` may pass precomputed ``prototype_weights(labels)``.
+        """
+        self._labels = labels
+        if labels is None:
+            self._roi_weight = None
+        else:
+            self._roi_weight = roi_weight if roi_weight is not None else prototype_weights(labels, self.unlabeled_id)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """x (N, C) [1-d] or (N, C, H, W) [2-d]; labels (N,) per RoI, else those of ``set_labels``."""
+        self._check_input_dim(x)
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        if labels is not None:
+            roi_weight = prototype_weights(labels, self.unlabeled_id, torch.promote_types(x.dtype, torch.float32))
+        else:
+            labels, roi_weight = self._labels, self._roi_weight
+        if labels is None:  # every RoI its own prototype: exactly BatchNorm
+            factor = self._momentum_factor()
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
+        if labels.shape != (x.shape[0],):
+            raise ValueError(
+                f"{type(self).__name__}: labels {tuple(labels.shape)} do not match the {x.shape[0]} RoIs of the "
+                f"input {tuple(x.shape)}; call set_protonorm_labels(model, labels) for this batch"
+            )
+        m = x.numel() // x.shape[1]  # elements averaged per channel
+        if m < 2:
+            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, got {tuple(x.shape)}")
+        fn = _ProtoNorm1dFunction if x.dim() == 2 else _ProtoNorm2dFunction
+        y, mean, var = fn.apply(x, self.weight, self.bias, roi_weight.to(x.device), self.eps)
+        factor = self._momentum_factor()
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+            self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+        return y
+
+    def _momentum_factor(self) -> float:
+        self.num_batches_tracked.add_(1)
+        if self.momentum is None:  # cumulative moving average, as BatchNorm
+            return 1.0 / float(self.num_batches_tracked)
+        return self.momentum
+
+
+class ProtoNorm1d(_ProtoNorm):
+    """ProtoNorm over (N, C) embeddings; state dict as BatchNorm1d (no affine by default, like the release)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False, unlabeled_id: int = UNLABELED_ID, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() != 2:
+            raise ValueError(f"ProtoNorm1d: expected a 2-d input (N, C), got {tuple(x.shape)}")
+
+
+class ProtoNorm2d(_ProtoNorm):
+    """ProtoNorm over (N, C, H, W) RoI feature maps (OIMNet+++ res5 head); state dict as BatchNorm2d."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True, unlabeled_id: int = UNLABELED_ID, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"ProtoNorm2d: expected a 4-d input (N, C, H, W), got {tuple(x.shape)}")
+
+
+def set_protonorm_labels(module: nn.Module, labels: Tensor | None) -> None:
+    """Give every ProtoNorm inside ``module`` the RoI labels (N,) of the next forward (None clears them).
+
+    Needed where a ProtoNorm is called with one argument (res5 Bottleneck
+    blocks).  The prototype weights are computed once per unlabeled id and shared.
+    """
+    weights: dict[int, Tensor] = {}
+    for m in module.modules():
+        if isinstance(m, _ProtoNorm):
+            if labels is None:
+                m.set_labels(None)
+                continue
+            if m.unlabeled_id not in weights:
+                weights[m.unlabeled_id] = prototype_weights(labels, m.unlabeled_id)
+            m.set_labels(labels, weights[m.unlabeled_id])
+
+
+def convert_bn2d_to_protonorm(module: nn.Module) -> nn.Module:
+    """Replace every nn.BatchNorm2d in ``module`` (or ``module`` itself) by a ProtoNorm2d with the same state.
+
+    Weight, bias, running statistics, num_batches_tracked, eps, momentum,
+    device, dtype and train/eval mode are kept.  Returns the (possibly new) module.
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        return _protonorm_from_bn(module)
+    for name, child in module.named_children():
+        new = convert_bn2d_to_protonorm(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def _protonorm_from_bn(bn: nn.BatchNorm2d) -> ProtoNorm2d:
+    if not bn.track_running_stats:
+        raise ValueError(f"convert_bn2d_to_protonorm: {bn} has no running statistics to carry over")
+    ref = bn.running_mean
+    pn = ProtoNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, device=ref.device, dtype=ref.dtype)
+    with torch.no_grad():
+        pn.load_state_dict(bn.state_dict())
+    if bn.affine:
+        pn.weight.requires_grad_(bn.weight.requires_grad)
+        pn.bias.requires_grad_(bn.bias.requires_grad)
+    pn.train(bn.training)
+    return pn

@@ -1,0 +1,1 @@
+"""Pictures of search results (shared by ``oimnet.demo`` and ``oimnet.visualize``)."""

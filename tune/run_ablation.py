@@ -1,0 +1,380 @@
+"""Run an ablation grid as a Ray Tune sweep, tracked in MLflow.
+
+Examples:
+  python tune/run_ablation.py                                  # table3, smoke profile, generated data
+  python tune/run_ablation.py --grid table3 --dry-run          # the trial table, nothing runs
+  python tune/run_ablation.py --grid eps --seeds 3
+  python tune/run_ablation.py --grid table3 --dataset prw --data-root /data/PRW-v16.04.20 \\
+      --profile paper --set MODEL.BACKBONE.WEIGHTS=/weights/resnet50.pth
+  python tune/run_ablation.py --resume                         # the latest interrupted sweep
+  python tune/run_ablation.py --grid table3 --address ray://head:10001   # a running Ray cluster
+
+Each trial is one training run (oimnet.engine.trainer.train_run) on one GPU
+(plus CPUs for data loading) when the cluster has GPUs, else on one CPU.
+A failed trial is retried from its last epoch checkpoint (up to 2 times).
+MLflow: one parent run per sweep, one child run per trial (tags grid, row,
+paper_label, seed, dataset, profile, git_commit); store = MLFLOW_TRACKING_URI,
+else sqlite:///<project>/mlruns/mlflow.db. At the end the table is printed
+(analysis/make_tables.py) and PNGs are written to <sweep folder>/plots.
+
+Exit status: 0 all trials finished, 1 some trial failed, 2 usage / grid
+error, 130 interrupted (continue with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    # Run as a script: import `tune.*` from the project root, and keep this
+    # folder off sys.path (Ray would forward it to workers, where its module
+    # names could shadow others).
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path[0] = str(_ROOT)
+    elif str(_ROOT) not in sys.path:
+        sys.path.insert(0, str(_ROOT))
+
+from tune.grids import GridError, expand, load_grid, parse_set, resolve_grid_path  # noqa: E402
+from tune.sweep import (  # noqa: E402
+    MAX_FAILURES, SweepState, build_tuner, default_experiment_name, end_parent, latest_sweep, load_trials,
+    reopen_parent, save_trials, start_parent, sweep_status, trial_outcome,
+)
+from tune.trial_resources import (  # noqa: E402
+    CPU_SECONDS_PER_IMAGE_2CORES, TRAIN_IMAGES, estimate_cpu_hours, format_resources, local_cluster_resources, plan_trial_resources,
+)
+
+DATASETS = ("synthetic", "prw", "cuhk")
+DEFAULT_SYNTH_ROOT = _ROOT / "data" / "synthetic-prw"
+DEFAULT_STORAGE = _ROOT / "ray_results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python tune/run_ablation.py", description=__doc__.split("\n\n")[0],
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default="table3", metavar="NAME|PATH",
+                   help="a grid of experiments/grids/ (table3, eps, micro) or a YAML file (default: table3)")
+    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="synthetic: generated once and cached (default); prw / cuhk need --data-root")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the base config's / data/synthetic-prw)")
+    p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 1..N per row (default 1)")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="at most N trials at once (default: as resources allow)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the trial table (row, seed, overrides, resources) and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep (--experiment NAME, default the latest); finished trials are not rerun")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun trials that failed")
+    p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--experiment", metavar="NAME", help="sweep name (default: <grid>-<profile>-<dataset>-<time>)")
+    p.add_argument("--storage", metavar="DIR", default=str(DEFAULT_STORAGE),
+                   help="where sweeps live (default: <project>/ray_results; on a multi-node cluster a shared path)")
+    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store)")
+    p.add_argument("--trial-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable set inside every trial (repeatable)")
+    p.add_argument("--force", action="store_true", help="run --profile paper without GPUs anyway")
+    return p
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _env_pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            fail(f"--trial-env {item}: expected KEY=VALUE")
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def _data_root(args, grid) -> str:
+    if args.data_root:
+        return str(Path(args.data_root).expanduser().resolve())
+    if args.dataset == "synthetic":
+        return str(DEFAULT_SYNTH_ROOT)
+    from oimnet.config import load_config
+
+    return str(Path(load_config(str(grid.datasets[args.dataset])).INPUT.DATA_ROOT).resolve())
+
+
+def synthetic_root(specs: list) -> str:
+    """The cached generated world for the trials' INPUT.SYNTH settings.
+
+    The generator keeps an existing folder whatever its settings, so each
+    setting gets its own folder: data/synthetic-prw for the defaults,
+    data/synthetic-prw-s<seed>-i<ids>-f<frames>-<size> otherwise.
+    """
+    keys = ("INPUT.SYNTH.SEED", "INPUT.SYNTH.IDENTITIES", "INPUT.SYNTH.FRAMES", "INPUT.SYNTH.SIZE")
+    settings = {tuple(s.config[k] for k in keys) for s in specs}
+    if len(settings) != 1:
+        raise GridError("rows use different INPUT.SYNTH settings; give them one, or run them as separate sweeps")
+    seed, ids, frames, size = settings.pop()
+    if (seed, ids, frames, size) == (0, 0, 0, ""):
+        return str(DEFAULT_SYNTH_ROOT)
+    parts = [f"s{seed}"] + ([f"i{ids}"] if ids else []) + ([f"f{frames}"] if frames else []) + ([str(size)] if size else [])
+    return f"{DEFAULT_SYNTH_ROOT}-{'-'.join(parts)}"
+
+
+def print_trial_table(specs: list, resources: dict, device: str, file=sys.stdout) -> None:
+    rows = [("key", "row", "seed", "overrides", "resources")]
+    for s in specs:
+        ov = " ".join(f"{k}={v}" for k, v in s.overrides.items())
+        rows.append((s.key, s.row, str(s.seed), ov, f"{format_resources(resources)} ({device})"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=file)
+        if j == 0:
+            print("  ".join("-" * w for w in widths), file=file)
+
+
+def _cluster_resources(address: str | None) -> dict:
+    import ray
+
+    return {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+
+def _count_train_images(dataset: str, root: str) -> int:
+    if dataset in TRAIN_IMAGES:
+        return TRAIN_IMAGES[dataset]
+    try:
+        from oimnet.data import load_records
+
+        return len(load_records("synthetic", root, "train"))
+    except Exception:
+        return 0
+
+
+def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
+    """Validate the grid and expand it (no Ray, no MLflow yet)."""
+    from oimnet.engine.tracking import resolve_tracking_uri
+
+    grid = load_grid(resolve_grid_path(args.grid))
+    if args.seeds < 1:
+        fail(f"--seeds {args.seeds}: expected a positive integer")
+    seeds = list(range(1, args.seeds + 1))
+    extra = parse_set(args.set)
+    storage = Path(args.storage).expanduser().resolve()
+    name = args.experiment or default_experiment_name(grid.name, args.profile, args.dataset)
+    exp_dir = storage / name
+    data_root = _data_root(args, grid)
+    # Ray is started later; --dry-run must not need it, so the device comes
+    # from the local machine unless a cluster address was given.
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    cluster = None if address else local_cluster_resources()  # a cluster's: read after ray.init
+    runtime = {
+        "INPUT.DATA_ROOT": data_root,
+        "OUTPUT_DIR": lambda s: str(exp_dir / "outputs" / s.key),
+        "MLFLOW.RUN_NAME": lambda s: f"{s.row} s{s.seed}",
+    }
+    if cluster is not None:
+        _, device = plan_trial_resources(cluster)
+        runtime["DEVICE"] = device
+    specs = expand(grid, dataset=args.dataset, profile=args.profile, seeds=seeds, extra=extra, runtime=runtime)
+    if args.dataset == "synthetic" and not args.data_root:
+        data_root = synthetic_root(specs)
+        for s in specs:
+            s.config["INPUT.DATA_ROOT"] = data_root
+    experiments = {s.config["MLFLOW.EXPERIMENT"] for s in specs}
+    if len(experiments) != 1:
+        raise GridError(f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
+                        f"a sweep's runs live in one MLflow experiment")
+    workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in specs)
+    resources, device = plan_trial_resources(cluster or {"CPU": 1}, workers)
+    state = SweepState(
+        experiment=name, exp_dir=str(exp_dir), tracking_uri=resolve_tracking_uri(args.tracking_uri),
+        mlflow_experiment=experiments.pop(), grid=grid.name, grid_file=str(grid.path), profile=args.profile,
+        dataset=args.dataset, seeds=seeds, resources=resources, device=device, env=_env_pairs(args.trial_env),
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    return state, {"grid": grid, "cluster": cluster, "data_root": data_root}, specs
+
+
+def _tags(state: SweepState, spec) -> dict[str, str]:
+    from oimnet.engine.tracking import git_commit
+
+    return {"sweep": state.experiment, "grid": state.grid, "row": spec.row, "row_index": str(spec.row_index),
+            "paper_label": spec.paper_label, "seed": str(spec.seed), "dataset": state.dataset,
+            "profile": state.profile, "git_commit": git_commit(), "trial": spec.key}
+
+
+def _finalize_specs(state: SweepState, specs: list, resources: dict, device: str) -> dict[str, dict]:
+    out = {}
+    for s in specs:
+        s.config["DEVICE"] = device
+        d = s.to_dict()
+        d["tags"] = _tags(state, s)
+        out[s.key] = d
+    state.resources, state.device = resources, device
+    return out
+
+
+def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path]:
+    """Print the table, the MLflow UI command and where the plots went; return files for the parent run."""
+    from analysis.make_tables import make_table
+
+    files: list[Path] = []
+    exp_dir = Path(state.exp_dir)
+    try:
+        text, plots = make_table(parent_ids=[state.parent_run_id], tracking_uri=state.tracking_uri,
+                                 plots_dir=exp_dir / "plots")
+        table = exp_dir / "table.md"
+        table.write_text(text)
+        files = [table, *plots]
+        print("\n" + text)
+    except ValueError as e:
+        print(f"(no table: {e})")
+        plots = []
+    if outcome:
+        print(f"trials: {len(outcome['finished'])} finished, {len(outcome['errored'])} failed, "
+              f"{len(outcome['unfinished'])} unfinished; wall time {elapsed / 60:.1f} min")
+    print(f"sweep folder: {state.exp_dir}")
+    if plots:
+        print(f"plots: {exp_dir / 'plots'} ({', '.join(p.name for p in plots)})")
+    print(f"MLflow: experiment '{state.mlflow_experiment}', parent run {state.parent_run_id}")
+    if state.tracking_uri.startswith(("sqlite:", "file:")):
+        print(f"  browse: mlflow ui --backend-store-uri {state.tracking_uri} --host 127.0.0.1 --port 5000"
+              f"  (then select the parent's child runs and press Compare)")
+    else:
+        print(f"  browse: {state.tracking_uri}")
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        fail(f"--max-concurrent {args.max_concurrent}: expected a positive integer")
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    t_start = time.time()
+
+    if args.resume:
+        storage = Path(args.storage).expanduser().resolve()
+        exp_dir = storage / args.experiment if args.experiment else latest_sweep(storage)
+        if exp_dir is None or not (exp_dir / "sweep.json").is_file():
+            fail(f"--resume: no sweep {'named ' + args.experiment if args.experiment else ''} under {storage}")
+        state = SweepState.load(exp_dir)
+        specs = load_trials(exp_dir)
+        print(f"resuming sweep {state.experiment} ({len(specs)} trials) from {exp_dir}")
+        if args.dry_run:
+            return 0
+    else:
+        try:
+            state, ctx, spec_list = prepare_new(args)
+        except GridError as e:
+            fail(str(e))
+        if args.dry_run:
+            cluster = ctx["cluster"] or _connect_and_read(address)
+            workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in spec_list)
+            resources, device = plan_trial_resources(cluster, workers)
+            where = f"Ray cluster at {address}" if address else "local Ray"
+            print(f"grid {state.grid} ({state.grid_file}), dataset {state.dataset}, profile {state.profile}, "
+                  f"seeds {state.seeds}: {len(spec_list)} trials")
+            print(f"{where}: {format_resources(cluster)}; data root {spec_list[0].config['INPUT.DATA_ROOT']}")
+            print_trial_table(spec_list, resources, device)
+            return 0
+        if Path(state.exp_dir).exists():
+            fail(f"--experiment {state.experiment}: {state.exp_dir} exists; use --resume to continue it, or another name")
+        if args.dataset != "synthetic" and not Path(ctx["data_root"]).is_dir():
+            fail(f"--data-root {ctx['data_root']}: not a directory; point it at the {args.dataset} download")
+
+    if not args.resume:
+        # A local Ray sees this machine: decide (and refuse a CPU paper run) before starting it.
+        cluster = ctx["cluster"]
+        if cluster is None:
+            _init_ray(address)
+            cluster = _cluster_resources(address)
+        workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in spec_list)
+        resources, device = plan_trial_resources(cluster, workers)
+        if args.profile == "paper" and device == "cpu" and not args.force:
+            fail(paper_on_cpu_message(spec_list, args.dataset, ctx["data_root"], cluster))
+        if args.dataset == "synthetic":
+            _generate_synthetic(spec_list[0].config)
+        if ctx["cluster"] is not None:
+            _init_ray(address)
+        specs = _finalize_specs(state, spec_list, resources, device)
+        Path(state.exp_dir).mkdir(parents=True, exist_ok=True)
+        trials_file = save_trials(state.exp_dir, specs)
+        state.save()
+        state.parent_run_id = start_parent(state, len(specs), [trials_file, Path(state.grid_file)])
+        state.save()
+        print(f"sweep {state.experiment}: {len(specs)} trials, each {format_resources(resources)} on {device}; "
+              f"MLflow parent run {state.parent_run_id}")
+    else:
+        _init_ray(address)
+        reopen_parent(state)
+
+    status, outcome = "FAILED", None
+    try:
+        tuner = build_tuner(state, specs, restore=args.resume, max_concurrent=args.max_concurrent,
+                            retry_failed=args.retry_failed)
+        results = tuner.fit()
+        outcome = trial_outcome(results)
+        status = sweep_status(outcome)
+    except KeyboardInterrupt:
+        status = "KILLED"
+    finally:
+        files: list[Path] = []
+        if status != "KILLED":
+            files = report(state, outcome, time.time() - t_start)
+        end_parent(state, status, files)
+    if status == "KILLED":
+        print(f"\ninterrupted: MLflow parent run {state.parent_run_id} marked KILLED. Continue with:\n"
+              f"  python tune/run_ablation.py --resume --experiment {state.experiment}"
+              + (f" --storage {Path(state.exp_dir).parent}" if Path(state.exp_dir).parent != DEFAULT_STORAGE else ""))
+        return 130
+    if status == "FAILED":
+        print(f"some trials failed after {MAX_FAILURES} retries: {', '.join(outcome['errored'])}; "
+              f"see {state.exp_dir}/<trial>/error.txt and outputs/<trial>/train.log")
+        return 1
+    return 0
+
+
+def paper_on_cpu_message(spec_list: list, dataset: str, data_root: str, cluster: dict) -> str:
+    """--profile paper without GPUs: the expected time, and how to go on."""
+    epochs = int(spec_list[0].config["SOLVER.MAX_EPOCHS"])
+    images = _count_train_images(dataset, data_root)
+    cpus = cluster.get("CPU", 1)
+    hours = estimate_cpu_hours(len(spec_list), epochs, images, cpus)
+    return (f"--profile paper: no GPU here ({format_resources(cluster)}). Expected time: at least "
+            f"{hours:,.0f} hours ({hours / 24:,.0f} days) = {len(spec_list)} trials x {epochs} epochs x {images} "
+            f"training images x {CPU_SECONDS_PER_IMAGE_2CORES * 2 / max(cpus, 1):.0f} s per image "
+            f"(ResNet-50 forward+backward at 900x1500, measured on 2 CPU cores; RPN, loss and evaluation not "
+            f"counted). Add --force to run it anyway, or use --profile smoke.")
+
+
+def _connect_and_read(address: str | None) -> dict:
+    _init_ray(address)
+    return _cluster_resources(address)
+
+
+def _generate_synthetic(flat_cfg: dict) -> None:
+    """Make the generated dataset once in the driver (trials would race to create it)."""
+    from oimnet.config import load_config
+    from oimnet.data import ensure_synthetic
+    from oimnet.engine.trainer import synth_kwargs
+
+    cfg = load_config(None, flat_cfg)
+    t0 = time.time()
+    ensure_synthetic(cfg.INPUT.DATA_ROOT, **synth_kwargs(cfg))
+    print(f"synthetic dataset ready at {cfg.INPUT.DATA_ROOT} ({time.time() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

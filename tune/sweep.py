@@ -1,0 +1,170 @@
+"""One sweep: its folder, its MLflow parent run, its Ray Tuner.
+
+Folder layout (``<storage>/<experiment>/``)::
+
+    sweep.json     what the sweep is (grid, profile, dataset, seeds, MLflow
+                   URI, experiment and parent run id); --resume reads it
+    trials.json    every TrialSpec (flat configs, tags) exactly as launched
+    outputs/<key>/ each trial's OUTPUT_DIR (checkpoints, train.log, results)
+    plots/         PNGs written at the end
+    <key>/         Ray Tune's per-trial results and checkpoints
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from oimnet.engine.tracking import RunLogger, get_client
+
+STATE_FILE = "sweep.json"
+TRIALS_FILE = "trials.json"
+MAX_FAILURES = 2
+
+
+@dataclass
+class SweepState:
+    experiment: str
+    exp_dir: str  # absolute
+    tracking_uri: str  # absolute
+    mlflow_experiment: str
+    grid: str
+    grid_file: str
+    profile: str
+    dataset: str
+    seeds: list[int]
+    resources: dict
+    device: str
+    env: dict = field(default_factory=dict)
+    parent_run_id: str | None = None
+    created: str = ""
+
+    def save(self) -> None:
+        path = Path(self.exp_dir) / STATE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, exp_dir: str | Path) -> "SweepState":
+        path = Path(exp_dir) / STATE_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{exp_dir}: not a sweep folder ({STATE_FILE} missing)")
+        return cls(**json.loads(path.read_text()))
+
+
+def save_trials(exp_dir: str | Path, specs: dict[str, dict]) -> Path:
+    path = Path(exp_dir) / TRIALS_FILE
+    path.write_text(json.dumps(specs, indent=1, default=str) + "\n")
+    return path
+
+
+def load_trials(exp_dir: str | Path) -> dict[str, dict]:
+    return json.loads((Path(exp_dir) / TRIALS_FILE).read_text())
+
+
+def latest_sweep(storage: Path) -> Path | None:
+    """The most recently started sweep folder under storage, or None."""
+    cands = [p.parent for p in storage.glob(f"*/{STATE_FILE}")]
+    return max(cands, key=lambda p: (p / STATE_FILE).stat().st_mtime) if cands else None
+
+
+# ----------------------------------------------------------------- MLflow
+def start_parent(state: SweepState, n_trials: int, artifacts: list[Path]) -> str:
+    """Create the sweep's parent run (RUNNING) and return its id."""
+    from oimnet.engine.tracking import git_commit
+
+    run = RunLogger.start(
+        state.tracking_uri, state.mlflow_experiment, run_name=state.experiment,
+        tags={"sweep": state.experiment, "grid": state.grid, "profile": state.profile, "dataset": state.dataset,
+              "seeds": ",".join(str(s) for s in state.seeds), "git_commit": git_commit(),
+              "ray_experiment_dir": state.exp_dir, "oimnet.role": "sweep"},
+    )
+    run.log_params({"grid_file": state.grid_file, "n_trials": n_trials, "seeds": state.seeds,
+                    "trial_resources": state.resources, "device": state.device})
+    for a in artifacts:
+        run.log_artifact(a)
+    return run.run_id
+
+
+def reopen_parent(state: SweepState) -> None:
+    """--resume: the same parent run goes back to RUNNING."""
+    get_client(state.tracking_uri).update_run(state.parent_run_id, status="RUNNING")
+
+
+def end_parent(state: SweepState, status: str, artifacts: list[Path] = ()) -> None:
+    """FINISHED / FAILED / KILLED; never raises (it runs on the way out)."""
+    if not state.parent_run_id:
+        return
+    run = RunLogger(get_client(state.tracking_uri), state.parent_run_id)
+    for a in artifacts:
+        try:
+            run.log_artifact(a, "summary")
+        except Exception:  # pragma: no cover - artifact store unreachable
+            pass
+    run.end(status)
+
+
+# ----------------------------------------------------------------- Ray
+def _trial_name(trial) -> str:
+    return trial.config["trial"]
+
+
+def build_tuner(state: SweepState, specs: dict[str, dict], *, restore: bool, max_concurrent: int | None,
+                retry_failed: bool = False):
+    """A Tuner over the trial keys (fresh, or ``Tuner.restore`` of exp_dir)."""
+    import ray.cloudpickle
+    from ray import tune
+
+    from tune import trainable as trainable_module
+
+    # Workers unpickle the trainable without importing this checkout's tune/.
+    ray.cloudpickle.register_pickle_by_value(trainable_module)
+    fn = tune.with_parameters(trainable_module.run_trial, specs=specs, tracking_uri=state.tracking_uri,
+                              parent_run_id=state.parent_run_id, env=state.env)
+    fn = tune.with_resources(fn, state.resources)
+    exp_dir = Path(state.exp_dir)
+    if restore:
+        return tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
+                                  resume_errored=retry_failed)
+    return tune.Tuner(
+        fn,
+        param_space={"trial": tune.grid_search(list(specs))},
+        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(
+            name=exp_dir.name, storage_path=str(exp_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=1,
+        ),
+    )
+
+
+def trial_outcome(results) -> dict[str, list[str]]:
+    """{'finished': [...], 'errored': [...], 'unfinished': [...]} trial keys after fit()."""
+    out: dict[str, list[str]] = {"finished": [], "errored": [], "unfinished": []}
+    trials = results._experiment_analysis.trials  # the only place Ray keeps trial states
+    for t in trials:
+        key = t.config.get("trial", t.trial_id)
+        if t.status == "TERMINATED":
+            out["finished"].append(key)
+        elif t.status == "ERROR":
+            out["errored"].append(key)
+        else:
+            out["unfinished"].append(key)
+    return out
+
+
+def sweep_status(outcome: dict[str, list[str]]) -> str:
+    """MLflow end status of the parent run."""
+    if outcome["unfinished"]:
+        return "KILLED"
+    if outcome["errored"]:
+        return "FAILED"
+    return "FINISHED"
+
+
+def default_experiment_name(grid: str, profile: str, dataset: str) -> str:
+    return f"{grid}-{profile}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,65 @@
+"""What one trial asks Ray for, and what a CPU-only paper sweep would cost.
+
+Asking Ray for ``{"gpu": 1}`` on a cluster without GPUs does not fail: the
+trial stays PENDING forever. So resources are decided from what the cluster
+has (``ray.cluster_resources()``) before the Tuner is built.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Training images per split (PRW: 5,704 frames; CUHK-SYSU: 11,206 images).
+TRAIN_IMAGES = {"prw": 5704, "cuhk": 11206}
+
+# Basis of the CPU estimate: one forward+backward pass of torchvision's
+# ResNet-50 on a 1x3x900x1500 tensor took 37 s with 2 threads on the 2-core
+# development machine (torch 2.14, fp32). OIMNet's backbone + RoI head costs
+# about the same per image; RPN, loss and evaluation are left out, so the
+# estimate is a lower bound.
+CPU_SECONDS_PER_IMAGE_2CORES = 37.0
+
+
+def local_cluster_resources() -> dict[str, float]:
+    """What a local ``ray.init()`` would see, without starting Ray (for --dry-run)."""
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # pragma: no cover - broken CUDA install
+        gpus = 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def plan_trial_resources(cluster: dict[str, float], loader_workers: int = 0) -> tuple[dict[str, float], str]:
+    """Resources of one trial and the DEVICE it trains on.
+
+    Args:
+        cluster: ``ray.cluster_resources()`` (keys "CPU", "GPU").
+        loader_workers: INPUT.NUM_WORKERS_TRAIN of the trials (max over them).
+    Returns:
+        ({"gpu": 1, "cpu": k}, "cuda") when the cluster has GPUs, with k the
+        main process plus its loader workers, at most the CPUs per GPU;
+        ({"cpu": 1}, "cpu") otherwise.
+    """
+    gpus = float(cluster.get("GPU", 0) or 0)
+    cpus = float(cluster.get("CPU", 1) or 1)
+    if gpus >= 1:
+        per_gpu = max(1, int(cpus // gpus))
+        return {"gpu": 1, "cpu": max(1, min(per_gpu, 1 + int(loader_workers)))}, "cuda"
+    return {"cpu": 1}, "cpu"
+
+
+def estimate_cpu_hours(n_trials: int, epochs: int, train_images: int, cpus: float) -> float:
+    """Lower-bound wall hours of a paper-profile sweep on CPUs only.
+
+    Trials share the machine's cores, so the total is the sum over trials
+    scaled by the core count relative to the 2-core measurement.
+    """
+    per_image = CPU_SECONDS_PER_IMAGE_2CORES * 2.0 / max(cpus, 1.0)
+    return n_trials * epochs * train_images * per_image / 3600.0
+
+
+def format_resources(res: dict[str, float]) -> str:
+    return ", ".join(f"{k}={int(v) if float(v).is_integer() else v}" for k, v in res.items())
