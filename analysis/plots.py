@@ -76,6 +76,7 @@ def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
         fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(present) + 2), 4.5))
         x = np.arange(len(present))
         width = 0.38
+        pub_labelled = False
         for j, (metric, label) in enumerate((("mAP", "mAP"), ("top1", "top-1"))):
             means = [r.cells[(ds, metric)].mean * 100 if (ds, metric) in r.cells else np.nan for r in present]
             stds = [r.cells[(ds, metric)].std * 100 if (ds, metric) in r.cells else 0.0 for r in present]
@@ -84,8 +85,8 @@ def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
                 pub = published_for(r.paper_label, published or {})
                 if pub and (ds, metric) in pub.values:
                     ax.plot(x[i] + (j - 0.5) * width, pub.values[(ds, metric)], "kD", markersize=6,
-                            label="published (secondary)" if i == 0 or "published (secondary)" not in
-                            ax.get_legend_handles_labels()[1] else None)
+                            label=None if pub_labelled else "published (secondary sources)")
+                    pub_labelled = True
         ax.set_xticks(x)
         ax.set_xticklabels([r.row for r in present], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("%")

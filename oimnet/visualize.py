@@ -104,7 +104,7 @@ def draw_query(row: dict, root: str | os.PathLike, index: int | None = None,
         tiles.append(draw.Tile(_image(str(find_image(root, hit["img_name"]))), np.asarray(hit["box"], np.float32),
                                [f"#{rank}  sim {float(hit['score']):.3f}", hit["img_name"]], color, str(rank)))
     n_ok = sum(bool(h["correct"]) for h in row["top10"])
-    title = f"query {index if index is not None else ''} {row['img_name']}: {n_ok}/{len(row['top10'])} correct in the top {len(row['top10'])}"
+    title = f"query {'' if index is None else f'{index} '}{row['img_name']}: {n_ok}/{len(row['top10'])} correct in the top {len(row['top10'])}"
     if "ap" in row:
         title += f", AP {100 * float(row['ap']):.1f}%"
     if "count_gt" in row:

@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         tuner = build_tuner(state, specs, restore=args.resume, max_concurrent=args.max_concurrent,
                             retry_failed=args.retry_failed)
         results = tuner.fit()
-        outcome = trial_outcome(results)
+        outcome = trial_outcome(results, specs)
         status = sweep_status(outcome)
     except KeyboardInterrupt:
         status = "KILLED"

@@ -142,18 +142,28 @@ def build_tuner(state: SweepState, specs: dict[str, dict], *, restore: bool, max
     )
 
 
-def trial_outcome(results) -> dict[str, list[str]]:
-    """{'finished': [...], 'errored': [...], 'unfinished': [...]} trial keys after fit()."""
+def trial_outcome(results, specs: dict[str, dict]) -> dict[str, list[str]]:
+    """{'finished': [...], 'errored': [...], 'unfinished': [...]} trial keys after fit().
+
+    After a Ctrl-C, Ray marks the trial it stopped TERMINATED in memory (and
+    RUNNING in the saved state that --resume reads), so "finished" is decided
+    here: no error and the last reported epoch is the trial's SOLVER.MAX_EPOCHS.
+    """
     out: dict[str, list[str]] = {"finished": [], "errored": [], "unfinished": []}
-    trials = results._experiment_analysis.trials  # the only place Ray keeps trial states
-    for t in trials:
-        key = t.config.get("trial", t.trial_id)
-        if t.status == "TERMINATED":
-            out["finished"].append(key)
-        elif t.status == "ERROR":
+    seen = set()
+    for r in results:
+        key = (r.config or {}).get("trial")
+        if key not in specs:
+            continue
+        seen.add(key)
+        epochs = int(specs[key]["config"]["SOLVER.MAX_EPOCHS"])
+        if r.error is not None:
             out["errored"].append(key)
+        elif int((r.metrics or {}).get("epoch", 0) or 0) >= epochs:
+            out["finished"].append(key)
         else:
             out["unfinished"].append(key)
+    out["unfinished"] += [k for k in specs if k not in seen]
     return out
 
 

@@ -68,6 +68,24 @@ def _prune(output_dir: Path, keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
+def _close_stale_run(output_dir: Path, tracking_uri: str) -> None:
+    """A previous attempt killed before its first checkpoint (e.g. the sweep was
+    interrupted) leaves its MLflow run RUNNING; this attempt starts a new run,
+    so mark the old one KILLED."""
+    id_file = output_dir / "mlflow_run_id"
+    if not id_file.is_file():
+        return
+    from oimnet.engine.tracking import get_client
+
+    try:
+        client = get_client(tracking_uri)
+        run_id = id_file.read_text().strip()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+    except Exception as e:  # never block a retry on bookkeeping
+        print(f"[tune] could not close stale MLflow run in {id_file}: {e}", flush=True)
+
+
 def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str | None, env: dict | None = None) -> None:
     """Ray Tune entry point.
 
@@ -94,8 +112,13 @@ def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str |
     restored = _restore_checkpoint(out)
     if restored:
         print(f"[tune] trial {spec['key']}: restored {restored} from Tune's checkpoint", flush=True)
+    elif not any(_CKPT.match(p.name) for p in out.iterdir()):
+        _close_stale_run(out, tracking_uri)
+
+    reported = []
 
     def on_epoch(epoch: int, metrics: dict, checkpoint_path: str | None) -> None:
+        reported.append(epoch)
         values = _scalars(metrics)
         if not checkpoint_path:
             tune.report(values)
@@ -111,5 +134,9 @@ def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str |
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(d))
         _prune(out, KEEP_CHECKPOINTS)
 
-    train_run(cfg, resume=True, epoch_callback=on_epoch, mlflow_parent_run_id=parent_run_id,
-              mlflow_tags=spec["tags"], tracking_uri=tracking_uri)
+    final = train_run(cfg, resume=True, epoch_callback=on_epoch, mlflow_parent_run_id=parent_run_id,
+                      mlflow_tags=spec["tags"], tracking_uri=tracking_uri)
+    if not reported:
+        # Restored after its last epoch (stopped while finishing up): nothing
+        # was trained in this attempt, so tell Tune the final state once.
+        tune.report({**_scalars(final), "epoch": float(cfg.SOLVER.MAX_EPOCHS)})

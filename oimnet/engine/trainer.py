@@ -274,6 +274,9 @@ def train_run(
 
         seeding.seed_everything(seed)
         model = build_model(cfg).to(device)
+        if amp:  # like the release, keep the LUT and queue in float16 under CUDA AMP
+            reid_loss = model.roi_heads.reid_loss
+            reid_loss.lut, reid_loss.cq = reid_loss.lut.half(), reid_loss.cq.half()
         loader = build_train_loader(cfg, seed=seed)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, len(loader))
