@@ -29,6 +29,12 @@ def _plt():
     return plt
 
 
+def MaxNLocator(**kw):
+    from matplotlib.ticker import MaxNLocator as _M
+
+    return _M(**kw)
+
+
 def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(epochs, mean %, std %) of one row over its runs, on the epochs all runs logged."""
     per_run: list[dict[int, float]] = []
@@ -62,6 +68,7 @@ def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
             line, = ax.plot(ep, mean, marker="o", label=r.row)
             if std.any():
                 ax.fill_between(ep, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("mAP (%)")
         ax.set_title(f"{name}: mAP per epoch (mean over seeds)")

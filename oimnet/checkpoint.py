@@ -14,7 +14,7 @@ import argparse
 import logging
 import sys
 
-from oimnet.cli import add_config_args, config_from_args, usage_error
+from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 from oimnet.models.checkpoint_io import (
     ReleaseCheckpointError,
     check_release_state_dict,
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oimnet.checkpoint", description=__doc__.split("\n\n")[1])
     parser.add_argument("path", metavar="PATH", help="checkpoint file ({'model': state_dict, ...} or a bare state dict)")
     add_config_args(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
 
     try:
         state = read_state_dict(args.path)

@@ -30,4 +30,9 @@ def config_from_args(cfg_file: str | None, overrides: list[str]):
 
 def add_config_args(parser: argparse.ArgumentParser, cfg_required: bool = False) -> None:
     parser.add_argument("--cfg", metavar="FILE", required=cfg_required, help="YAML config (the authors' files work as is)")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help=OVERRIDES_HELP)
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help=OVERRIDES_HELP)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse with options and KEY VALUE overrides in any order (``--resume`` may follow them)."""
+    return parser.parse_intermixed_args(argv)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from oimnet.cli import add_config_args, config_from_args, usage_error
+from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 from oimnet.data.transforms import resize, to_tensor
 from oimnet.viz import draw
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     cfg = config_from_args(args.cfg, args.opts or [])
     if args.top < 1:
         usage_error(f"--top {args.top}: expected a positive number")

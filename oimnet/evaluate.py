@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 
-from oimnet.cli import add_config_args, config_from_args, usage_error
+from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _load_data(cfg):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     cfg = config_from_args(args.cfg, args.opts)
     from oimnet.eval import CacheError, evaluate_cache, format_table, load_cache, save_cache, write_results_json
     from oimnet.eval.results import scalar_items

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from oimnet.cli import add_config_args, config_from_args, usage_error
+from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 from oimnet.config import to_yaml
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     cfg = config_from_args(args.cfg, args.opts)
     if args.print_config:
         sys.stdout.write(to_yaml(cfg))

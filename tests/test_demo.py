@@ -1,6 +1,6 @@
 """python -m oimnet.demo end to end: a smoke-trained checkpoint on the generated dataset.
 
-The checkpoint comes from the ``smoke_run`` fixture below: it trains
+The checkpoint comes from the ``smoke_run`` fixture (tests/conftest.py): it trains
 ``experiments/synthetic.yaml`` on CPU into a temporary folder (several
 minutes on 2 busy cores). Set OIMNET_SMOKE_OUTPUT to the OUTPUT_DIR of a
 finished smoke run (it holds config.yaml and epoch_XXX.pth) to reuse it.
@@ -37,32 +37,6 @@ SMOKE_CFG = ROOT / "experiments" / "synthetic.yaml"
 # 1/40. The floor only says the model finds someone; the agreement test
 # below is the check of the demo's own correctness.
 MIN_RANK1 = 0.05
-
-
-def _last_checkpoint(out_dir: Path) -> Path | None:
-    ckpts = sorted(out_dir.glob("epoch_*.pth"))
-    return ckpts[-1] if ckpts else None
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """(config, checkpoint path) of a smoke-trained model on the synthetic set."""
-    reuse = os.environ.get("OIMNET_SMOKE_OUTPUT")
-    if reuse:
-        out = Path(reuse)
-        ckpt = _last_checkpoint(out)
-        if ckpt is None or not (out / "config.yaml").is_file():
-            pytest.fail(f"OIMNET_SMOKE_OUTPUT={reuse}: expected config.yaml and epoch_XXX.pth there")
-        return load_config(str(out / "config.yaml"), ["DEVICE", "cpu"]), ckpt
-    work = tmp_path_factory.mktemp("smoke")
-    out, data = work / "out", work / "data"
-    cmd = [sys.executable, "-m", "oimnet.train", "--cfg", str(SMOKE_CFG), "--tracking-uri",
-           f"sqlite:///{work / 'mlflow.db'}", "OUTPUT_DIR", str(out), "INPUT.DATA_ROOT", str(data), "DEVICE", "cpu"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3000)
-    ckpt = _last_checkpoint(out)
-    if proc.returncode != 0 or ckpt is None:
-        pytest.fail(f"smoke training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return load_config(str(out / "config.yaml"), ["DEVICE", "cpu"]), ckpt
 
 
 @pytest.fixture(scope="module")

@@ -86,6 +86,19 @@ def _close_stale_run(output_dir: Path, tracking_uri: str) -> None:
         print(f"[tune] could not close stale MLflow run in {id_file}: {e}", flush=True)
 
 
+def _limit_threads() -> None:
+    """One torch thread per CPU the trial was given: trials share the machine, and
+    oversubscribed OpenMP threads spin-wait (several times slower on 2 cores)."""
+    import ray
+    import torch
+
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    except Exception:
+        cpus = 1
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str | None, env: dict | None = None) -> None:
     """Ray Tune entry point.
 
@@ -105,6 +118,7 @@ def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str |
     from oimnet.engine.trainer import train_run
 
     spec = specs[config["trial"]]
+    _limit_threads()
     os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
     cfg = load_config(None, spec["config"])
     out = Path(cfg.OUTPUT_DIR)

@@ -339,7 +339,8 @@ def train_run(
             run.log_artifact(final_ckpt, "checkpoints")
         status = "FINISHED"
         return metrics
-    except (KeyboardInterrupt, TrainingInterrupted):
+    except (KeyboardInterrupt, TrainingInterrupted, SystemExit):
+        # SystemExit: e.g. Ray stopping a trial when its sweep is interrupted
         status = "KILLED"
         log.error("interrupted: MLflow run %s marked KILLED; resume with --resume", run.run_id)
         raise
