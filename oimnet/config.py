@@ -28,6 +28,7 @@ __all__ = [
     "load_config",
     "merge_overrides",
     "flatten",
+    "flatten_mapping",
     "to_yaml",
     "all_keys",
 ]
@@ -222,23 +223,24 @@ def _all_paths(cfg: DictConfig, prefix: str = "") -> list[str]:
     return out
 
 
+def flatten_mapping(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {dotted key: leaf value}; lists are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_mapping(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """Dotted-key view of a config: {'MODEL.LOSS.TYPE': 'OIM', ...}.
 
     Lists stay lists; this is what MLflow params are made of.
     """
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            else:
-                out[key] = v
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
+    return flatten_mapping(OmegaConf.to_container(cfg, resolve=True))
 
 
 def to_yaml(cfg: DictConfig) -> str:

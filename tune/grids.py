@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from oimnet.config import ConfigError, flatten, load_config
+from oimnet.config import ConfigError, flatten, flatten_mapping, load_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID_DIR = PROJECT_ROOT / "experiments" / "grids"
@@ -131,18 +131,7 @@ def _flat_overrides(value: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise GridError(f"{where}: expected a mapping of config keys to values, got {type(value).__name__}")
-    out: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            else:
-                out[key] = v
-
-    walk(value, "")
-    return out
+    return flatten_mapping(value)
 
 
 def _display(path: Path) -> str:
