@@ -11,6 +11,8 @@ with positives from the gallery records' pids.
 
 from __future__ import annotations
 
+from itertools import chain, repeat
+
 import numpy as np
 
 from .search import GalleryIndex, SearchTask
@@ -123,24 +125,36 @@ def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]]
     """
     if len(protocol) != len(query):
         raise ValueError(f"CUHK-SYSU protocol has {len(protocol)} query entries but there are {len(query)} queries")
-    n_img = max(len(index.names), 1)
-    keys, pos = [], []
-    count_gt = np.zeros(len(query), np.int64)
-    for q, entries in enumerate(protocol):
-        idx = [index.pos_of.get(e["img_name"], -1) for e in entries]
-        if -1 in idx:
-            name = entries[idx.index(-1)]["img_name"]
-            raise ValueError(f"CUHK-SYSU protocol, query {q} ({query[q]['img_name']}): gallery image {name!r} "
-                             "is not among the gallery records")
-        keys.append(np.asarray(idx, dtype=np.int64) + q * n_img)
-        seen = set()
-        for i, e in zip(idx, entries):
-            if e.get("box") is not None and i not in seen:
-                seen.add(i)
-                pos.append((q, i, np.asarray(e["box"], dtype=np.float64).reshape(4)))
-                count_gt[q] += 1
+    n_q, n_img = len(query), max(len(index.names), 1)
+    # every entry of every list, flat: entry k belongs to query ent_q[k]
+    flat = list(chain.from_iterable(protocol))
+    ent_q = np.repeat(np.arange(n_q, dtype=np.int64), np.fromiter(map(len, protocol), np.int64, n_q))
+    idx = np.fromiter(map(index.pos_of.get, [e["img_name"] for e in flat], repeat(-1)), np.int64, len(flat))
+    if idx.size and idx.min() < 0:
+        k = int(np.argmax(idx < 0))
+        q = int(ent_q[k])
+        raise ValueError(f"CUHK-SYSU protocol, query {q} ({query[q]['img_name']}): gallery image "
+                         f"{flat[k]['img_name']!r} is not among the gallery records")
+    keys = ent_q * n_img + idx
+    # positives: the first entry with a box of each (query, image), in list order
+    boxed = [k for k, e in enumerate(flat) if e.get("box") is not None]
+    boxed = np.asarray(boxed, dtype=np.int64)
+    _, first = np.unique(keys[boxed], return_index=True)
+    sel = boxed[np.sort(first)]
+    pos_q, pos_img = ent_q[sel], idx[sel]
+    boxes = [flat[k]["box"] for k in sel.tolist()]
+    try:  # usually (4,) arrays: stack them in one go
+        pos_box = np.asarray(boxes, dtype=np.float64)
+    except ValueError:  # ragged shapes
+        pos_box = None
+    if pos_box is None or pos_box.shape != (len(boxes), 4):
+        pos_box = np.asarray([np.asarray(b, dtype=np.float64).reshape(4) for b in boxes],
+                             dtype=np.float64).reshape(-1, 4)
+    count_gt = np.bincount(pos_q, minlength=n_q).astype(np.int64)
     # (query, image) pairs, duplicates dropped, sorted by query then gallery order
-    pairs = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    pairs = np.sort(keys)
+    if pairs.size:
+        pairs = pairs[np.append(True, pairs[1:] != pairs[:-1])]
     pair_q, all_imgs = np.divmod(pairs, n_img)
     list_len = np.bincount(pair_q, minlength=len(query))
     dense = list_len.mean() * 4 > n_img if len(query) else False
@@ -153,5 +167,5 @@ def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]]
     def candidates(q: int) -> np.ndarray:
         return cand_det[offsets[q]:offsets[q + 1]]
 
-    return SearchTask(candidates, *_positives(pos), count_gt, dense=dense, keep_top=keep_top,
+    return SearchTask(candidates, pos_q, pos_img, pos_box, count_gt, dense=dense, keep_top=keep_top,
                       flat=(cand_det, offsets))

@@ -207,6 +207,19 @@ def _score_batch(s, qid, n_q, tp_pos, count_gt, keep_top):
     top = [[] for _ in range(n_q)]
     if size == 0:
         return ap, hits, count_tp, top
+    if not keep_top:
+        # only the items scoring at least their query's lowest true positive
+        # affect AP and top-k: drop the others before sorting (order kept)
+        thr = np.full(n_q, np.inf)
+        np.minimum.at(thr, tq, s[tp_pos])
+        keep = s >= thr[qid]
+        if not keep.all():
+            new_pos = np.cumsum(keep) - 1
+            s, qid, tp_pos = s[keep], qid[keep], new_pos[tp_pos]
+            size = s.size
+            if size == 0:
+                return ap, hits, count_tp, top
+            seg = np.searchsorted(qid, np.arange(n_q + 1))
     _, inv = np.unique(s, return_inverse=True)
     m = int(inv.max()) + 1
     key = qid * m + (m - 1 - inv.reshape(-1))  # ascending = by query, then score descending
@@ -302,8 +315,10 @@ def _run_batched(index, q_feats, task, res, context, k1, chunk=256):
     m_q, m_pair, m_det = _matches(index, task)
     # position of every matching detection in the flat candidate array
     # (keys query * n_det + detection increase along it)
-    m_pos = np.searchsorted(np.repeat(np.arange(n_q), np.diff(offsets)) * n_det + cand_det, m_q * n_det + m_det)
+    cand_q = np.repeat(np.arange(n_q), np.diff(offsets))  # query of every flat candidate
+    m_pos = np.searchsorted(cand_q * n_det + cand_det, m_q * n_det + m_det)
     m_bounds = np.searchsorted(m_q, np.arange(n_q + 1))
+    buf = np.empty((int(np.diff(offsets).max(initial=0)), index.feats.shape[1]))
     for c0 in range(0, n_q, chunk):
         c1 = min(n_q, c0 + chunk)
         a, b = offsets[c0], offsets[c1]
@@ -311,7 +326,10 @@ def _run_batched(index, q_feats, task, res, context, k1, chunk=256):
         s = np.empty(b - a)
         for q in range(c0, c1):
             lo, hi = offsets[q] - a, offsets[q + 1] - a
-            s[lo:hi] = index.feats[gdet[lo:hi]] @ q_feats[q]
+            # gather into a reused buffer (no allocation, no page faults), then one gemv
+            rows = buf[:hi - lo]
+            np.take(index.feats, gdet[lo:hi], axis=0, out=rows, mode="clip")  # indices are valid
+            np.dot(rows, q_feats[q], out=s[lo:hi])
             if context is not None:
                 cbgm_revise(s[lo:hi], gdet[lo:hi], index.det_img, index.start, index.count, index.feats,
                             context[q], k1)
@@ -319,7 +337,7 @@ def _run_batched(index, q_feats, task, res, context, k1, chunk=256):
         pos = m_pos[ml:mh] - a
         _, first = segment_first_argmax(s[pos], m_pair[ml:mh])
         tp_pos = np.sort(pos[first])
-        qid = np.repeat(np.arange(c1 - c0), np.diff(offsets[c0:c1 + 1]))
+        qid = cand_q[a:b] - c0
         ap, hits, n_tp, top = _score_batch(s, qid, c1 - c0, tp_pos, res.count_gt[c0:c1], task.keep_top)
         res.ap[c0:c1], res.hits[c0:c1], res.count_tp[c0:c1] = ap, hits, n_tp
         if task.keep_top:

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["update_lut_", "lut_schedule", "apply_lut_schedule_", "push_queue_"]
+__all__ = ["update_lut_", "lut_schedule", "apply_lut_schedule_", "round_plan", "run_rounds_", "push_queue_"]
+
+_EMPTY_INDEX = np.empty(0, dtype=np.int64)
 
 # Growth allowed between renormalizations of the rescaled rows (float16 is
 # never used for the computation, so 2^60 is far from overflow).
@@ -59,9 +61,25 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
             raise ValueError(f"update_lut_: {name} {tuple(w.shape)}: expected ({k},) or a float")
     if x.shape != (k, lut.shape[1]):
         raise ValueError(f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}")
-    uniq, slot, active = lut_schedule(rows.cpu().numpy())  # the one host sync
+    host_rows = rows.cpu().numpy()  # the one host sync
     max_ratio = _max_ratio(keep, new)
-    apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, max_ratio)
+    if not math.isfinite(max_ratio):
+        uniq, slot, active = lut_schedule(host_rows)
+        apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, max_ratio)
+        return
+    uniq, pick, pad = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k))
+    g, p = uniq.shape[0], pick.shape[0]
+    idx = torch.from_numpy(np.concatenate((uniq, pick, pad))).to(lut.device)
+    rows_t, pick_t, pad_t = idx[:g], idx[g : g + p], (idx[g + p :] if pad.shape[0] else None)
+    if isinstance(keep, Tensor) or isinstance(new, Tensor):
+        keep_t = keep.index_select(0, pick_t) if isinstance(keep, Tensor) else keep
+        new_t = new.index_select(0, pick_t) if isinstance(new, Tensor) else new
+        ratio = new_t / keep_t
+        if not isinstance(ratio, Tensor):
+            ratio = torch.as_tensor(ratio)
+    else:
+        ratio = float(new) / float(keep)
+    run_rounds_(lut, rows_t, x, pick_t, pad_t, ratio, max_ratio)
 
 
 def _max_ratio(keep: Tensor | float, new: Tensor | float) -> float:
@@ -155,6 +173,86 @@ def apply_lut_schedule_(
             state = state * keep_c[step] + x_sel[step] * _part(new_c, step)
             _normalize_rows_(state)
     lut.index_copy_(0, rows_t, state.to(lut.dtype))
+
+
+def round_plan(rows: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plan the round-by-round update of a sequence of LUT row updates (host side).
+
+    Args:
+        rows: (K,) row of each update, in update order.
+        src: (K,) int64 index of each update's feature (a row of ``x``).
+    Returns:
+        uniq: (G,) distinct rows, ascending.
+        pick: (depth * G,) round-major: at r * G + j the ``src`` of the r-th
+            update of ``uniq[j]``; ``src[0]`` where ``uniq[j]`` has fewer than
+            r + 1 updates (padding).
+        pad: (P,) positions of the padding in ``pick``, ascending.
+    One stable argsort; occurrence ranks from the group starts.
+    """
+    k = rows.shape[0]
+    order = rows.argsort(kind="stable")  # grouped by row, update order kept inside a group
+    grouped = rows[order]
+    starts = np.empty(k + 1, dtype=bool)
+    starts[0] = starts[k] = True
+    np.not_equal(grouped[1:], grouped[:-1], out=starts[1:k])
+    bounds = starts.nonzero()[0]  # group starts, then k
+    first = bounds[:-1]
+    g = first.shape[0]
+    group = starts[:k].cumsum() - 1  # group of each grouped update
+    rank = np.arange(k) - first[group]  # its occurrence number inside the group
+    depth = int((bounds[1:] - first).max())
+    dest = rank * g + group
+    pick = np.full(depth * g, src[0], dtype=np.int64)
+    pick[dest] = src[order]
+    if depth * g == k:
+        return grouped[first], pick, _EMPTY_INDEX
+    is_pad = np.ones(depth * g, dtype=bool)
+    is_pad[dest] = False
+    return grouped[first], pick, is_pad.nonzero()[0]
+
+
+def run_rounds_(
+    lut: Tensor,
+    rows: Tensor,
+    x: Tensor,
+    pick: Tensor,
+    pad: Tensor | None,
+    ratio: Tensor | float,
+    max_ratio: float,
+) -> None:
+    """Run a :func:`round_plan` (device side): ``lut[rows]`` (G rows) updated in ``len(pick) // G`` rounds.
+
+    Update j (round-major, ``pick[j]`` its row of ``x``) is
+    ``v <- normalize(keep * v + new * x) = normalize(v + ratio * x)``, with
+    ``ratio = new / keep`` (depth * G,) or one float, finite and at most
+    ``max_ratio``; at the ``pad`` positions (or None: no padding) nothing is added.
+    """
+    n_rows = rows.shape[0]
+    depth = pick.shape[0] // n_rows
+    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
+    x_sel = x.index_select(0, pick).to(dtype)
+    if pad is not None:
+        x_sel.index_fill_(0, pad, 0.0)
+    if isinstance(ratio, Tensor):
+        x_sel.mul_(ratio.to(dtype)[:, None])
+    elif ratio != 1.0:
+        x_sel.mul_(ratio)
+    state = lut.index_select(0, rows).to(dtype)
+    chunks = x_sel.view(depth, n_rows, -1).unbind(0) if depth > 1 else (x_sel,)
+    # Round 0 from any state (zero rows too): normalize(v + ratio * x).
+    _normalize_rows_(state.add_(chunks[0]))
+    if depth > 1:
+        # Rescaled rows w (direction = the oracle's row): w <- w + ratio * ||w|| * x.
+        every = max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
+        norm = torch.empty(n_rows, 1, dtype=dtype, device=state.device)
+        vector_norm, addcmul_ = torch.linalg.vector_norm, state.addcmul_
+        for r in range(1, depth):
+            vector_norm(state, dim=1, keepdim=True, out=norm)
+            addcmul_(norm, chunks[r])
+            if r % every == 0 and r != depth - 1:
+                _normalize_rows_(state)
+        _normalize_rows_(state)
+    lut.index_copy_(0, rows, state.to(lut.dtype))
 
 
 def _part(w: Tensor | float, rows: slice) -> Tensor | float:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from oimnet.losses.memory import apply_lut_schedule_, lut_schedule, push_queue_
+from oimnet.losses.memory import apply_lut_schedule_, lut_schedule, push_queue_, round_plan, run_rounds_
 
 __all__ = ["OIMLoss", "LOSS_TYPES"]
 
@@ -105,7 +105,8 @@ class OIMLoss(nn.Module):
             loss = F.cross_entropy(logits, labels.long().index_select(0, labeled_idx) - 1, reduction="sum")
             loss = loss / max(labeled.size, 1)
         if self.training:
-            self._update(inputs.detach(), host_labels, head, None if ious is None else ious.detach())
+            with torch.no_grad():
+                self._update(inputs.detach(), host_labels, head, None if ious is None else ious.detach())
         return loss
 
     @torch.no_grad()
@@ -122,27 +123,45 @@ class OIMLoss(nn.Module):
 
     def _to_host(self, labels: Tensor) -> tuple[np.ndarray, int]:
         """Labels (N,) as a NumPy array and the queue head, in one device-to-host transfer."""
+        if labels.device.type == "cpu" and self.cq_head.device.type == "cpu":
+            return labels.long().numpy(), int(self.cq_head)
         host = torch.cat([labels.long(), self.cq_head.view(1).to(labels.device)]).cpu().numpy()
         return host[:-1], int(host[-1])
 
-    @torch.no_grad()
     def _update(self, inputs: Tensor, host_labels: np.ndarray, head: int, ious: Tensor | None) -> None:
+        """The memory update from the labels on the host (call under no_grad)."""
         num_pids = self.num_pids
-        labeled = np.flatnonzero((host_labels > 0) & (host_labels <= num_pids))
-        unlabeled = np.flatnonzero(host_labels > num_pids)
-        if labeled.size:
-            rows, slot, active = lut_schedule(host_labels[labeled] - 1)
-            if self.loss_type == "OIM":
-                keep, new = self.momentum, 1.0 - self.momentum
-                max_ratio = new / keep if keep > 0 else math.inf
-            else:
+        labeled = ((host_labels > 0) & (host_labels <= num_pids)).nonzero()[0]
+        unlabeled = (host_labels > num_pids).nonzero()[0] if self.num_cq_size else labeled[:0]
+        if self.loss_type == "OIM":
+            keep, new = self.momentum, 1.0 - self.momentum
+            max_ratio = new / keep if keep > 0 else math.inf
+        else:
+            max_ratio = (1.0 - self.eps) / self.eps if self.eps > 0 else math.inf
+        device = inputs.device
+        if labeled.size and not math.isfinite(max_ratio):  # some keep may be 0: plain normalized steps
+            if self.loss_type == "LOIM":
                 new = ious.float().clamp(LOIM_MIN_WEIGHT, 1.0 - self.eps)
                 keep = 1.0 - new
-                max_ratio = (1.0 - self.eps) / self.eps if self.eps > 0 else math.inf
+            rows, slot, active = lut_schedule(host_labels[labeled] - 1)
             apply_lut_schedule_(self.lut, rows, labeled[slot], active, inputs, keep, new, max_ratio)
+            labeled = labeled[:0]
+        if labeled.size:
+            rows, pick, pad = round_plan(host_labels[labeled] - 1, labeled)
+            g, p, q = rows.shape[0], pick.shape[0], pad.shape[0]
+            # One host-to-device copy for every index of the update.
+            idx = torch.from_numpy(np.concatenate((rows, pick, pad, unlabeled))).to(device)
+            rows_t, pick_t, pad_t, unlabeled_t = idx[:g], idx[g : g + p], idx[g + p : g + p + q], idx[g + p + q :]
+            if self.loss_type == "OIM":
+                ratio = new / keep
+            else:
+                s = ious.index_select(0, pick_t).float().clamp_(LOIM_MIN_WEIGHT, 1.0 - self.eps)
+                ratio = s / (1.0 - s)
+            run_rounds_(self.lut, rows_t, inputs, pick_t, pad_t if q else None, ratio, max_ratio)
+        elif unlabeled.size:
+            unlabeled_t = torch.from_numpy(unlabeled).to(device)
         if unlabeled.size:
-            index = torch.from_numpy(unlabeled).to(inputs.device)
-            push_queue_(self.cq, self.cq_head, inputs, index, start=head)
+            push_queue_(self.cq, self.cq_head, inputs, unlabeled_t, start=head)
 
     def _check_inputs(self, inputs: Tensor, labels: Tensor, ious: Tensor | None) -> None:
         if inputs.dim() != 2 or inputs.shape[1] != self.num_features:

@@ -16,6 +16,7 @@ an unweighted mean, plus a per-RoI correction (2-d); see the two Functions.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -43,10 +44,27 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
     if labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
     n = labels.numel()
+    if labels.device.type == "cpu" and n:
+        weights = _prototype_weights_host(labels.numpy(), unlabeled_id)
+        if weights is not None:
+            return torch.from_numpy(weights).to(dtype).reciprocal_()
     # Unlabeled RoIs get distinct negative keys so that each forms its own group.
     key = torch.where(labels == unlabeled_id, torch.arange(-1, -1 - n, -1, device=labels.device), labels.long())
     _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)
     return counts.to(dtype).mul_(counts.numel()).reciprocal_().index_select(0, group)
+
+
+def _prototype_weights_host(labels, unlabeled_id: int):
+    """P * group size of each RoI (NumPy int64, N,) from a histogram of the labels; None if they are out of its range."""
+    if labels.min() < 0 or labels.max() > 4 * labels.shape[0] + 65536:
+        return None
+    counts = np.bincount(labels)
+    size = counts[labels]
+    n_unlabeled = int(counts[unlabeled_id]) if 0 <= unlabeled_id < counts.shape[0] else 0
+    if n_unlabeled:
+        size[labels == unlabeled_id] = 1
+    size *= np.count_nonzero(counts) - (n_unlabeled > 0) + n_unlabeled  # number of prototypes P
+    return size
 
 
 class _ProtoNorm1dFunction(torch.autograd.Function):
@@ -85,8 +103,10 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         g = grad_out.to(yhat.dtype) if weight is None else grad_out * weight
         s_g = g.sum(0)
         s_gy = (g * yhat).sum(0)
-        grad_in = torch.addcmul(g, yhat, s_gy, value=-1.0 / n).mul_(invstd)
-        grad_in.addr_(w, torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd), alpha=-1.0)
+        per_roi = torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd)
+        grad_in = g * invstd
+        grad_in.addcmul_(yhat, s_gy.mul_(invstd), value=-1.0 / n)
+        grad_in.addr_(w, per_roi, alpha=-1.0)
         grad_in = grad_in.to(ctx.input_dtype)
         grad_weight = grad_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
