@@ -231,12 +231,14 @@ def run_rounds_(
     depth = pick.shape[0] // n_rows
     dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
     x_sel = x.index_select(0, pick).to(dtype)
-    if pad is not None:
-        x_sel.index_fill_(0, pad, 0.0)
-    if isinstance(ratio, Tensor):
-        x_sel.mul_(ratio.to(dtype)[:, None])
-    elif ratio != 1.0:
-        x_sel.mul_(ratio)
+    if isinstance(ratio, Tensor):  # padding: ratio 0 (a small vector, cheaper than zeroing rows of x_sel)
+        ratio = ratio.to(dtype) if pad is None else ratio.to(dtype).index_fill(0, pad, 0.0)
+        x_sel.mul_(ratio.unsqueeze(1))
+    else:
+        if pad is not None:
+            x_sel.index_fill_(0, pad, 0.0)
+        if ratio != 1.0:
+            x_sel.mul_(ratio)
     state = lut.index_select(0, rows).to(dtype)
     chunks = x_sel.view(depth, n_rows, -1).unbind(0) if depth > 1 else (x_sel,)
     # Round 0 from any state (zero rows too): normalize(v + ratio * x).
@@ -248,9 +250,10 @@ def run_rounds_(
         vector_norm, addcmul_ = torch.linalg.vector_norm, state.addcmul_
         for r in range(1, depth):
             vector_norm(state, dim=1, keepdim=True, out=norm)
-            addcmul_(norm, chunks[r])
-            if r % every == 0 and r != depth - 1:
-                _normalize_rows_(state)
+            if r % every:
+                addcmul_(norm, chunks[r])
+            else:  # renormalize, then step: w / ||w|| + ratio * x, same direction
+                state.div_(norm.clamp_min_(_NORM_EPS)).add_(chunks[r])
         _normalize_rows_(state)
     lut.index_copy_(0, rows, state.to(lut.dtype))
 

@@ -45,7 +45,7 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
     n = labels.numel()
     if labels.device.type == "cpu" and n:
-        weights = _prototype_weights_host(labels.numpy(), unlabeled_id)
+        weights = _prototype_weights_host(labels.numpy().astype(np.int64, copy=False), unlabeled_id)
         if weights is not None:
             return torch.from_numpy(weights).to(dtype).reciprocal_()
     # Unlabeled RoIs get distinct negative keys so that each forms its own group.
@@ -103,10 +103,8 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         g = grad_out.to(yhat.dtype) if weight is None else grad_out * weight
         s_g = g.sum(0)
         s_gy = (g * yhat).sum(0)
-        per_roi = torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd)
-        grad_in = g * invstd
-        grad_in.addcmul_(yhat, s_gy.mul_(invstd), value=-1.0 / n)
-        grad_in.addr_(w, per_roi, alpha=-1.0)
+        grad_in = torch.addcmul(g, yhat, s_gy, value=-1.0 / n).mul_(invstd)
+        grad_in.addr_(w, torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd), alpha=-1.0)
         grad_in = grad_in.to(ctx.input_dtype)
         grad_weight = grad_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
