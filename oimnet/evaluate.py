@@ -57,7 +57,8 @@ def _load_data(cfg):
     try:
         gallery = load_records(ds, root, "gallery")
         query = load_records(ds, root, "query")
-        protocol = load_cuhk_protocol(root, int(cfg.EVAL_GALLERY_SIZE)) if ds == "CUHK-SYSU" else None
+        size = int(cfg.EVAL_GALLERY_SIZE)  # the full set (-1) is scored from the records' pids
+        protocol = load_cuhk_protocol(root, size) if ds == "CUHK-SYSU" and size != -1 else None
     except (DatasetError, ValueError, OSError) as exc:
         usage_error(f"cannot read the {ds} test split at INPUT.DATA_ROOT={root}: {exc}")
     return gallery, query, protocol

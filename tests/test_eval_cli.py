@@ -66,6 +66,15 @@ def test_table_output_cuhk_with_gallery_size(worlds, capsys):
     from oimnet.eval import load_cache
     want = evaluate_cache(cfg, load_cache(cache_path), gallery, query, load_cuhk_protocol(root, 50))
     assert printed["gallery_size"] == 50 and printed["mAP"] == want["mAP"]
+    # The full set is scored from the records' test pids, equal to its explicit per-query lists.
+    assert main(["--cache", cache_path, "--json", "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root,
+                 "EVAL_GALLERY_SIZE", "-1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": -1})
+    # queries with the release's dummy pid force the per-query-list path
+    dummy = [{**q, "pids": q["pids"] * 0 - 100} for q in query]
+    explicit = evaluate_cache(cfg, load_cache(cache_path), gallery, dummy, load_cuhk_protocol(root, -1))
+    assert printed["gallery_size"] == -1 and printed["mAP"] == explicit["mAP"] and printed["top1"] == explicit["top1"]
 
 
 def test_module_entry_point(worlds):
