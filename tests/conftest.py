@@ -8,16 +8,8 @@ import pytest
 from oimnet.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT.parent / "shared" / "spec"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-
-
-@pytest.fixture
-def spec_dir() -> Path:
-    if not SPEC.is_dir():
-        pytest.skip(f"spec folder {SPEC} not present")
-    return SPEC
 
 
 SMOKE_CFG = ROOT / "experiments" / "synthetic.yaml"
