@@ -45,9 +45,9 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
     n = labels.numel()
     if labels.device.type == "cpu" and n:
-        weights = _prototype_weights_host(labels.numpy().astype(np.int64, copy=False), unlabeled_id)
+        weights = _prototype_weights_host(labels.numpy(), unlabeled_id)
         if weights is not None:
-            return torch.from_numpy(weights).to(dtype).reciprocal_()
+            return torch.from_numpy(weights).to(dtype)
     # Unlabeled RoIs get distinct negative keys so that each forms its own group.
     key = torch.where(labels == unlabeled_id, torch.arange(-1, -1 - n, -1, device=labels.device), labels.long())
     _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)
@@ -55,16 +55,19 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
 
 
 def _prototype_weights_host(labels, unlabeled_id: int):
-    """P * group size of each RoI (NumPy int64, N,) from a histogram of the labels; None if they are out of its range."""
-    if labels.min() < 0 or labels.max() > 4 * labels.shape[0] + 65536:
+    """1 / (P * group size) of each RoI (NumPy float64, N,) from a histogram of the labels; None if they are out of its range."""
+    if labels.max() > 4 * labels.shape[0] + 65536:
         return None
-    counts = np.bincount(labels)
+    try:
+        counts = np.bincount(labels)
+    except ValueError:  # negative labels
+        return None
     size = counts[labels]
     n_unlabeled = int(counts[unlabeled_id]) if 0 <= unlabeled_id < counts.shape[0] else 0
     if n_unlabeled:
         size[labels == unlabeled_id] = 1
-    size *= np.count_nonzero(counts) - (n_unlabeled > 0) + n_unlabeled  # number of prototypes P
-    return size
+    n_prototypes = np.count_nonzero(counts) - (n_unlabeled > 0) + n_unlabeled
+    return np.divide(1.0 / n_prototypes, size)
 
 
 class _ProtoNorm1dFunction(torch.autograd.Function):
@@ -73,9 +76,11 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
     With yhat = (x - mean) * invstd, g = dL/dyhat (after the affine weight),
     S_g = sum_i g_i, S_gy = sum_i g_i yhat_i, S_y = sum_i yhat_i (per channel)
     and mean = sum_i w_i x_i, var = 1/N sum_i (x_i - mean)^2:
-        dx_i = invstd * (g_i - yhat_i * S_gy / N - w_i * (S_g - S_y * S_gy / N)).
+        dx_i = invstd * (g_i - yhat_i * S_gy / N) - w_i * invstd * (S_g - S_y * S_gy / N).
     (With w_i = 1/N, S_y = 0 and this is BatchNorm's backward.)  Written out
     here because for small 1-d inputs torch's batch-norm kernels are no faster.
+    Each side allocates one (N, C) tensor (the output, the input gradient) and
+    works in place on it: on CPU a fresh large buffer costs page faults.
     """
 
     @staticmethod
@@ -85,26 +90,30 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # half (AMP) is computed in float32
         w = roi_weight.to(x.dtype)
         mean = w @ x
-        yhat = x - mean
-        var = (yhat * yhat).sum(0).div_(n)
+        yhat = torch.sub(x, mean)
+        var = torch.linalg.vecdot(yhat, yhat, dim=0).div_(n)
         invstd = (var + eps).rsqrt_()
-        s_y = yhat.sum(0).mul_(invstd)
         yhat.mul_(invstd)
         y = yhat if weight is None else torch.addcmul(bias, yhat, weight)
-        ctx.save_for_backward(yhat, weight, invstd, s_y, w)
+        ctx.save_for_backward(yhat, weight, invstd, w)
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, _grad_mean, _grad_var):
-        yhat, weight, invstd, s_y, w = ctx.saved_tensors
+        yhat, weight, invstd, w = ctx.saved_tensors
         n = yhat.shape[0]
         g = grad_out.to(yhat.dtype) if weight is None else grad_out * weight
+        grad_in = torch.mul(g, yhat)  # scratch for S_gy, then overwritten with the gradient
+        s_gy = grad_in.sum(0)
         s_g = g.sum(0)
-        s_gy = (g * yhat).sum(0)
-        grad_in = torch.addcmul(g, yhat, s_gy, value=-1.0 / n).mul_(invstd)
-        grad_in.addr_(w, torch.addcmul(s_g, s_y, s_gy, value=-1.0 / n).mul_(invstd), alpha=-1.0)
+        s_y = yhat.sum(0)
+        torch.mul(g, invstd, out=grad_in)
+        k = s_gy.mul(invstd).mul_(-1.0 / n)  # -invstd * S_gy / N
+        grad_in.addcmul_(yhat, k)
+        # - w_i * invstd * (S_g - S_y * S_gy / N)
+        grad_in.addr_(w, torch.addcmul(s_g.mul_(invstd), s_y, k), alpha=-1.0)
         grad_in = grad_in.to(ctx.input_dtype)
         grad_weight = grad_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
@@ -226,8 +235,11 @@ class _ProtoNorm(_BatchNorm):
         y, mean, var = fn.apply(x, self.weight, self.bias, roi_weight.to(x.device), self.eps)
         factor = self._momentum_factor()
         with torch.no_grad():
-            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
-            self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+            torch._foreach_lerp_(
+                [self.running_mean, self.running_var],
+                [mean.to(self.running_mean.dtype), var.mul_(m / (m - 1)).to(self.running_var.dtype)],
+                factor,
+            )
         return y
 
     def _momentum_factor(self) -> float:
