@@ -385,20 +385,33 @@ def merge_overrides(cfg: DictConfig, opts: Iterable[str] | dict[str, Any], where
     return cfg
 
 
-def load_yaml_file(path: str) -> dict:
-    """Read a YAML mapping; ConfigError naming the path when missing or malformed."""
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path}: config file not found")
+def read_yaml_mapping(path, error: type[Exception] = None, what: str = "") -> dict:
+    """A YAML file whose top level is a mapping ({} when empty).
+
+    Raises ``error`` (default ConfigError) naming the path when the file
+    cannot be read, is not YAML or is not a mapping (of ``what``, if given).
+    """
+    error = error or ConfigError
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise error(f"{path}: not valid YAML ({e})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+        of = f" of {what}" if what else ""
+        raise error(f"{path}: expected a mapping{of} at the top level, got {type(data).__name__}")
     return data
+
+
+def load_yaml_file(path: str) -> dict:
+    """Read a config YAML mapping; ConfigError naming the path when missing or malformed."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    return read_yaml_mapping(path, ConfigError, "config keys")
 
 
 def load_config(

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -117,17 +116,9 @@ def prepare_image(path: str, min_size: int, max_size: int, boxes=None) -> tuple[
 
 def load_model(cfg, ckpt: str, device: torch.device):
     """build_model(cfg) with the checkpoint's weights (strict), eval mode, on device."""
-    from oimnet.models import build_model, load_release_state_dict, read_state_dict
+    from oimnet.models import model_from_checkpoint
 
-    state = read_state_dict(ckpt)
-    log = logging.getLogger("oimnet.models.backbone")
-    level = log.level
-    log.setLevel(logging.ERROR)  # the weights are replaced right away: no random-init warning
-    try:
-        model = build_model(cfg)
-    finally:
-        log.setLevel(level)
-    load_release_state_dict(model, state)
+    model, _ = model_from_checkpoint(cfg, ckpt)
     return model.eval().to(device)
 
 

@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from oimnet.config import ConfigError, flatten, flatten_mapping, load_config
+from oimnet.config import ConfigError, flatten, flatten_mapping, load_config, read_yaml_mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID_DIR = PROJECT_ROOT / "experiments" / "grids"
@@ -111,18 +109,7 @@ def available_grids() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise GridError(f"{path}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise GridError(f"{path}: not valid YAML ({e})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise GridError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, GridError)
 
 
 def _flat_overrides(value: Any, where: str) -> dict[str, Any]:

@@ -369,11 +369,11 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, tracking_uri: str | Non
     run = None
     status = "FAILED"
     try:
-        from oimnet.models import model_from_checkpoint
+        from oimnet.models import model_from_checkpoint, read_checkpoint
 
         path = Path(ckpt_path)
-        model, report = model_from_checkpoint(cfg, str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_checkpoint(str(path))
+        model, report = model_from_checkpoint(cfg, str(path), checkpoint=obj)
         log.info("loaded %s (%s)", path, report)
         model.to(device)
         if log_to_mlflow:

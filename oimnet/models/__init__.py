@@ -11,6 +11,7 @@ from oimnet.models.checkpoint_io import (
     check_release_state_dict,
     load_release_state_dict,
     model_from_checkpoint,
+    read_checkpoint,
     read_state_dict,
 )
 from oimnet.models.detector import LOSS_KEYS, OIMNet, build_model
@@ -23,6 +24,7 @@ __all__ = [
     "check_release_state_dict",
     "read_state_dict",
     "model_from_checkpoint",
+    "read_checkpoint",
     "LoadReport",
     "ReleaseCheckpointError",
 ]

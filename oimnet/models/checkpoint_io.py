@@ -24,9 +24,12 @@ __all__ = [
     "LoadReport",
     "ReleaseCheckpointError",
     "read_state_dict",
+    "read_checkpoint",
+    "state_dict_of",
     "check_release_state_dict",
     "load_release_state_dict",
     "infer_from_keys",
+    "model_from_checkpoint",
 ]
 
 UNUSED_RELEASE_PREFIXES = ("roi_heads.box_head.", "roi_heads.faster_rcnn_predictor.")
@@ -74,18 +77,21 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def read_state_dict(path: str) -> dict[str, Tensor]:
-    """The model state dict of a checkpoint file: ``{"model": sd, ...}`` or a bare sd.
+def read_checkpoint(path: str) -> Mapping:
+    """The object a checkpoint file holds, read with ``torch.load(weights_only=True)``.
 
-    Uses ``torch.load(weights_only=True)``; raises FileNotFoundError or
-    ReleaseCheckpointError naming the file.
+    Raises FileNotFoundError or ReleaseCheckpointError naming the file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
         raise ReleaseCheckpointError(f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+
+
+def state_dict_of(obj, path: str) -> dict[str, Tensor]:
+    """The model state dict inside a checkpoint object: ``{"model": sd, ...}`` or a bare sd."""
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -93,6 +99,11 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
             f"checkpoint {path!r}: expected a state dict of tensors or a dict with a 'model' state dict"
         )
     return dict(obj)
+
+
+def read_state_dict(path: str) -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file (see read_checkpoint, state_dict_of)."""
+    return state_dict_of(read_checkpoint(path), path)
 
 
 def check_release_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
@@ -193,18 +204,28 @@ def infer_from_keys(state_dict: Mapping[str, Tensor]) -> dict:
     return {"overrides": overrides, "notes": notes}
 
 
-def model_from_checkpoint(cfg, path: str):
+def model_from_checkpoint(cfg, path: str, checkpoint: Mapping | None = None):
     """Build the model ``cfg`` describes and load ``path`` into it strictly.
 
     Accepts our training checkpoints and the authors' release alike
     (``{"model": sd, ...}`` or a bare state dict, read with weights_only=True).
+    ``checkpoint``: the object already read from ``path`` (read_checkpoint),
+    so a caller that needs its other entries does not read the file twice.
     Returns ``(model, report)``; raises FileNotFoundError or
     ReleaseCheckpointError (a ValueError) naming the file and the keys.
     """
+    import logging
+
     from oimnet.models.detector import build_model
 
-    state_dict = read_state_dict(path)
-    model = build_model(cfg)
+    state_dict = state_dict_of(read_checkpoint(path) if checkpoint is None else checkpoint, path)
+    backbone_log = logging.getLogger("oimnet.models.backbone")
+    level = backbone_log.level
+    backbone_log.setLevel(logging.ERROR)  # the weights are replaced right away: no random-init warning
+    try:
+        model = build_model(cfg)
+    finally:
+        backbone_log.setLevel(level)
     try:
         report = load_release_state_dict(model, state_dict)
     except ReleaseCheckpointError as exc:
