@@ -8,6 +8,7 @@ from oimnet.models.protonorm import (
     ProtoNorm1d,
     ProtoNorm2d,
     convert_bn2d_to_protonorm,
+    prototype_coefficients,
     prototype_weights,
     set_protonorm_labels,
 )
@@ -164,8 +165,12 @@ def test_set_protonorm_labels_and_errors():
     block = convert_bn2d_to_protonorm(nn.Sequential(nn.BatchNorm2d(2), nn.BatchNorm2d(2)))
     labels = torch.tensor([0, 1, 1, UNLABELED])
     set_protonorm_labels(block, labels)
-    assert block[0]._roi_weight is block[1]._roi_weight  # computed once, shared
-    torch.testing.assert_close(block[0]._roi_weight.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert block[0]._coef is block[1]._coef  # computed once, shared
+    coef = block[0]._coef  # rows [w; 1/N; -w]
+    torch.testing.assert_close(coef[0].sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(coef[0], prototype_weights(labels))
+    torch.testing.assert_close(coef[1], torch.full((4,), 0.25, dtype=torch.float64))
+    torch.testing.assert_close(coef[2], -coef[0])
     with pytest.raises(ValueError, match="labels .* do not match the 3 RoIs"):
         block(torch.randn(3, 2, 2, 2))
     set_protonorm_labels(block, None)
@@ -181,3 +186,17 @@ def test_prototype_weights_values():
     # prototypes: background (3 RoIs), id 4 (3 RoIs), two unlabeled singletons -> P = 4
     expected = torch.tensor([1 / 12, 1 / 12, 1 / 12, 1 / 4, 1 / 4, 1 / 12, 1 / 12, 1 / 12], dtype=torch.float64)
     torch.testing.assert_close(w, expected)
+
+
+def test_prototype_coefficients_fallback_equals_histogram_path():
+    """Labels too large (or negative) for a histogram take the torch.unique path; same coefficients."""
+    labels = torch.tensor([0, 0, 4, UNLABELED, UNLABELED, 4, 4, 0, 7])
+    big = labels.clone()
+    big[big == 7] = 10**9  # beyond the histogram range
+    host = prototype_coefficients(labels, dtype=torch.float64)
+    fallback = prototype_coefficients(big, dtype=torch.float64)
+    torch.testing.assert_close(fallback, host)
+    negative = prototype_coefficients(torch.where(labels == 7, -3, labels), dtype=torch.float64)
+    torch.testing.assert_close(negative, host)
+    assert host.shape == (3, 9)
+    torch.testing.assert_close(host[1], torch.full((9,), 1 / 9, dtype=torch.float64))

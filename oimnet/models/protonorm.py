@@ -9,9 +9,10 @@ prototypes, var = mean over *all* RoIs (and positions, for 2-d) of
 Vectorized form: the mean of P prototypes equals sum_i w_i * xbar_i with
 w_i = 1 / (P * n_g(i)), xbar_i the spatial mean of RoI i and n_g the size of
 its prototype group, so the mean is one weighted sum.  The variance around
-that mean follows from per-RoI means and variances (one pass over x).  The
-backward is written out (1-d) or torch's batch-norm backward, which assumes
-an unweighted mean, plus a per-RoI correction (2-d); see the two Functions.
+that mean follows from BatchNorm's batch statistics (1-d) or per-RoI means
+and variances (2-d), one pass over x.  The output is torch's batch norm with
+these statistics; the backward is torch's batch-norm backward, which assumes
+an unweighted mean, plus a per-RoI correction; see the two Functions.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "ProtoNorm2d",
     "UNLABELED_ID",
     "prototype_weights",
+    "prototype_coefficients",
     "set_protonorm_labels",
     "convert_bn2d_to_protonorm",
 ]
@@ -41,90 +43,104 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
     labels (N,) int: 0 background (one group), ``unlabeled_id`` (each RoI a
     group of its own), any other value one group per value.  The weights sum to 1.
     """
+    return prototype_coefficients(labels, unlabeled_id, dtype)[0]
+
+
+def prototype_coefficients(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(3, N) rows [w; 1/N; -w], w the :func:`prototype_weights`: what the ProtoNorm functions use, built in one go.
+
+    Built with NumPy for CPU labels (a few microseconds, no torch op per row).
+    """
     if labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
     n = labels.numel()
     if labels.device.type == "cpu" and n:
-        weights = _prototype_weights_host(labels.numpy(), unlabeled_id)
-        if weights is not None:
-            return torch.from_numpy(weights).to(dtype)
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        coef = _prototype_coefficients_host(labels.numpy(), unlabeled_id, np_dtype)
+        if coef is not None:
+            coef = torch.from_numpy(coef)
+            return coef if coef.dtype == dtype else coef.to(dtype)
     # Unlabeled RoIs get distinct negative keys so that each forms its own group.
     key = torch.where(labels == unlabeled_id, torch.arange(-1, -1 - n, -1, device=labels.device), labels.long())
     _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)
-    return counts.to(dtype).mul_(counts.numel()).reciprocal_().index_select(0, group)
+    w = counts.to(dtype).mul_(counts.numel()).reciprocal_().index_select(0, group)
+    return torch.stack((w, torch.full_like(w, 1.0 / max(n, 1)), w.neg()))
 
 
-def _prototype_weights_host(labels, unlabeled_id: int):
-    """1 / (P * group size) of each RoI (NumPy float64, N,) from a histogram of the labels; None if they are out of its range."""
-    if labels.max() > 4 * labels.shape[0] + 65536:
+def _prototype_coefficients_host(labels: np.ndarray, unlabeled_id: int, dtype) -> np.ndarray | None:
+    """[w; 1/N; -w] (3, N) of ``dtype`` from a histogram of the labels; None if they are out of its range."""
+    n = labels.shape[0]
+    if labels.max() > 4 * n + 65536:
         return None
     try:
         counts = np.bincount(labels)
     except ValueError:  # negative labels
         return None
-    size = counts[labels]
     n_unlabeled = int(counts[unlabeled_id]) if 0 <= unlabeled_id < counts.shape[0] else 0
-    if n_unlabeled:
-        size[labels == unlabeled_id] = 1
-    n_prototypes = np.count_nonzero(counts) - (n_unlabeled > 0) + n_unlabeled
-    return np.divide(1.0 / n_prototypes, size)
+    if n_unlabeled:  # each unlabeled RoI is a group of size 1
+        counts[unlabeled_id] = 1
+    n_prototypes = np.count_nonzero(counts) + n_unlabeled - (n_unlabeled > 0)
+    coef = np.empty((3, n), dtype=dtype)
+    np.divide(1.0 / n_prototypes, counts[labels], out=coef[0], casting="unsafe")
+    coef[1] = 1.0 / n
+    np.negative(coef[0], out=coef[2])
+    return coef
 
 
 class _ProtoNorm1dFunction(torch.autograd.Function):
-    """(N, C) ProtoNorm: returns (y, mean, biased var); mean/var are not differentiable outputs.
+    """(N, C) ProtoNorm on torch's batch-norm kernels; updates the running statistics in forward.
 
-    With yhat = (x - mean) * invstd, g = dL/dyhat (after the affine weight),
-    S_g = sum_i g_i, S_gy = sum_i g_i yhat_i, S_y = sum_i yhat_i (per channel)
-    and mean = sum_i w_i x_i, var = 1/N sum_i (x_i - mean)^2:
-        dx_i = invstd * (g_i - yhat_i * S_gy / N) - w_i * invstd * (S_g - S_y * S_gy / N).
-    (With w_i = 1/N, S_y = 0 and this is BatchNorm's backward.)  Written out
-    here because for small 1-d inputs torch's batch-norm kernels are no faster.
-    Each side allocates one (N, C) tensor (the output, the input gradient) and
-    works in place on it: on CPU a fresh large buffer costs page faults.
+    Forward: BatchNorm's batch statistics (mean xbar, biased var_b; one read of
+    x, no output) give the variance around the prototype mean m = sum_i w_i x_i
+    as var = var_b + (xbar - m)^2; then torch's batch norm with (m, var).
+    Backward, with yhat = (x - m) * invstd, g = dL/dyhat, S_g = sum_i g_i,
+    S_gy = sum_i g_i yhat_i and q = S_y / N = (xbar - m) * invstd:
+        dx_i = invstd * (g_i - yhat_i * S_gy / N) - w_i * invstd * (S_g - q * S_gy);
+    torch's batch-norm backward given (m, invstd) returns
+    invstd * (g_i - S_g / N - yhat_i * S_gy / N) with S_gy and S_g, so one
+    rank-2 update [1/N, -w_i] x [invstd S_g; invstd (S_g - q S_gy)] completes it.
+    At this size (640 x 256) a pass over the data costs about as much as a
+    handful of small ops, so the count of both is kept low.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, roi_weight, eps):
+    def forward(ctx, x, weight, bias, coef, eps, running_mean, running_var, factor):
         n = x.shape[0]
         ctx.input_dtype = x.dtype
         x = x.to(torch.promote_types(x.dtype, torch.float32))  # half (AMP) is computed in float32
-        w = roi_weight.to(x.dtype)
-        mean = w @ x
-        yhat = torch.sub(x, mean)
-        var = torch.linalg.vecdot(yhat, yhat, dim=0).div_(n)
-        invstd = (var + eps).rsqrt_()
-        yhat.mul_(invstd)
-        y = yhat if weight is None else torch.addcmul(bias, yhat, weight)
-        ctx.save_for_backward(yhat, weight, invstd, w)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        coef = coef.to(x.dtype)
+        xbar, var = torch.batch_norm_update_stats(x, None, None, 0.0)  # biased var_b
+        mean = coef[0] @ x
+        q = xbar.sub_(mean)
+        var.addcmul_(q, q)
+        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        invstd = var.add(eps).rsqrt_()
+        q.mul_(invstd)
+        ctx.save_for_backward(x, weight, coef, mean, invstd, q)
+        _update_running_stats(running_mean, running_var, mean, var, n, factor)
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, _grad_mean, _grad_var):
-        yhat, weight, invstd, w = ctx.saved_tensors
-        n = yhat.shape[0]
-        g = grad_out.to(yhat.dtype) if weight is None else grad_out * weight
-        grad_in = torch.mul(g, yhat)  # scratch for S_gy, then overwritten with the gradient
-        s_gy = grad_in.sum(0)
-        s_g = g.sum(0)
-        s_y = yhat.sum(0)
-        torch.mul(g, invstd, out=grad_in)
-        k = s_gy.mul(invstd).mul_(-1.0 / n)  # -invstd * S_gy / N
-        grad_in.addcmul_(yhat, k)
-        # - w_i * invstd * (S_g - S_y * S_gy / N)
-        grad_in.addr_(w, torch.addcmul(s_g.mul_(invstd), s_y, k), alpha=-1.0)
+    def backward(ctx, grad_out):
+        x, weight, coef, mean, invstd, q = ctx.saved_tensors
+        grad_in, s_gy, s_g = torch.ops.aten.native_batch_norm_backward(
+            grad_out.to(x.dtype), x, weight, None, None, mean, invstd, True, 0.0, [True, True, True]
+        )
+        # s_gy, s_g are sums of dL/dy; an affine weight is folded into `scale`.
+        scale = invstd if weight is None else invstd * weight
+        rows = torch.stack((s_g, torch.addcmul(s_g, q, s_gy, value=-1.0))).mul_(scale)
+        grad_in.addmm_(coef[1:].t(), rows)  # columns [1/N, -w_i]
         grad_in = grad_in.to(ctx.input_dtype)
-        grad_weight = grad_bias = None
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = (grad_out * yhat).sum(0)
-        if weight is not None and ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum(0)
-        return grad_in, grad_weight, grad_bias, None, None
+        if weight is None:
+            return grad_in, None, None, None, None, None, None, None
+        grad_weight = s_gy if ctx.needs_input_grad[1] else None
+        grad_bias = s_g if ctx.needs_input_grad[2] else None
+        return grad_in, grad_weight, grad_bias, None, None, None, None, None
 
 
 class _ProtoNorm2dFunction(torch.autograd.Function):
-    """(N, C, H, W) ProtoNorm: returns (y, mean, biased var); mean/var are not differentiable outputs.
+    """(N, C, H, W) ProtoNorm; updates the running statistics in forward.
 
     With HW = H*W positions per RoI, M = N*HW elements per channel,
     roi_weight w_i (sum 1), yhat = (x - mean) * invstd, g = dL/dy,
@@ -137,10 +153,10 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, roi_weight, eps):
+    def forward(ctx, x, weight, bias, coef, eps, running_mean, running_var, factor):
         n, c = x.shape[:2]
         dtype = torch.promote_types(x.dtype, torch.float32)
-        w = roi_weight.to(dtype)
+        w = coef[0].to(dtype)
         positions = x.shape[2] * x.shape[3]
         # Per-RoI moments over the positions, two-pass for accuracy (reductions
         # over the contiguous last dim are the fast ones).
@@ -155,13 +171,13 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         xbar = roi_mean.mean(0)
         invstd = torch.rsqrt(var + eps)
         y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
+        _update_running_stats(running_mean, running_var, mean, var, n * positions, factor)
         ctx.save_for_backward(x, weight, mean, invstd, xbar, w / positions)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out, _grad_mean, _grad_var):
+    def backward(ctx, grad_out):
         x, weight, mean, invstd, xbar, w = ctx.saved_tensors
         gamma = weight if weight is not None else torch.ones_like(mean)
         grad_in, s_gy, s_g = torch.ops.aten.native_batch_norm_backward(
@@ -176,7 +192,18 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         grad_in.add_(correction[:, :, None, None])
         grad_weight = s_gy if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = s_g if weight is not None and ctx.needs_input_grad[2] else None
-        return grad_in, grad_weight, grad_bias, None, None
+        return grad_in, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, m: int, factor: float) -> None:
+    """running <- (1 - factor) running + factor batch, with the unbiased variance (m values per channel), as BatchNorm.
+
+    ``var`` (C,) is the biased batch variance; it is overwritten.
+    """
+    var.mul_(m / (m - 1))
+    if mean.dtype != running_mean.dtype:
+        mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
+    torch._foreach_lerp_([running_mean, running_var], [mean, var], factor)
 
 
 class _ProtoNorm(_BatchNorm):
@@ -195,21 +222,22 @@ class _ProtoNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, affine, True, device=device, dtype=dtype)
         self.unlabeled_id = int(unlabeled_id)
         self._labels: Tensor | None = None
-        self._roi_weight: Tensor | None = None
+        self._coef: Tensor | None = None
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", unlabeled_id={self.unlabeled_id}"
 
-    def set_labels(self, labels: Tensor | None, roi_weight: Tensor | None = None) -> None:
+    def set_labels(self, labels: Tensor | None, coef: Tensor | None = None) -> None:
         """Labels (N,) of the RoIs of the next training forward calls (None: plain BatchNorm).
 
-        ``roi_weight`` may pass precomputed ``prototype_weights(labels)``.
+        ``coef`` may pass precomputed ``prototype_coefficients(labels)``.
         """
         self._labels = labels
         if labels is None:
-            self._roi_weight = None
+            self._coef = None
         else:
-            self._roi_weight = roi_weight if roi_weight is not None else prototype_weights(labels, self.unlabeled_id)
+            # float64: exact for any input dtype (converted per call; the forward input dtype is not known yet).
+            self._coef = coef if coef is not None else prototype_coefficients(labels, self.unlabeled_id, torch.float64)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """x (N, C) [1-d] or (N, C, H, W) [2-d]; labels (N,) per RoI, else those of ``set_labels``."""
@@ -217,9 +245,9 @@ class _ProtoNorm(_BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if labels is not None:
-            roi_weight = prototype_weights(labels, self.unlabeled_id, torch.promote_types(x.dtype, torch.float32))
+            coef = prototype_coefficients(labels, self.unlabeled_id, torch.promote_types(x.dtype, torch.float32))
         else:
-            labels, roi_weight = self._labels, self._roi_weight
+            labels, coef = self._labels, self._coef
         if labels is None:  # every RoI its own prototype: exactly BatchNorm
             factor = self._momentum_factor()
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
@@ -232,15 +260,8 @@ class _ProtoNorm(_BatchNorm):
         if m < 2:
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, got {tuple(x.shape)}")
         fn = _ProtoNorm1dFunction if x.dim() == 2 else _ProtoNorm2dFunction
-        y, mean, var = fn.apply(x, self.weight, self.bias, roi_weight.to(x.device), self.eps)
         factor = self._momentum_factor()
-        with torch.no_grad():
-            torch._foreach_lerp_(
-                [self.running_mean, self.running_var],
-                [mean.to(self.running_mean.dtype), var.mul_(m / (m - 1)).to(self.running_var.dtype)],
-                factor,
-            )
-        return y
+        return fn.apply(x, self.weight, self.bias, coef.to(x.device), self.eps, self.running_mean, self.running_var, factor)
 
     def _momentum_factor(self) -> float:
         self.num_batches_tracked.add_(1)
@@ -284,7 +305,7 @@ def set_protonorm_labels(module: nn.Module, labels: Tensor | None) -> None:
                 m.set_labels(None)
                 continue
             if m.unlabeled_id not in weights:
-                weights[m.unlabeled_id] = prototype_weights(labels, m.unlabeled_id)
+                weights[m.unlabeled_id] = prototype_coefficients(labels, m.unlabeled_id, torch.float64)
             m.set_labels(labels, weights[m.unlabeled_id])
 
 
