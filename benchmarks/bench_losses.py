@@ -10,7 +10,8 @@ protonorm2d: forward + backward on a res5 head shape 640 x 512 x 7 x 7
     (quick: 160 x 512 x 7 x 7).
 The ProtoNorm entries also report ``floor_s``, torch BatchNorm's forward +
 backward at the same shape, and ``floor_ratio`` = fast_s / floor_s.
-Times are the minimum over back-to-back repeats of each version (warm
+Times are the minimum over back-to-back repeats of each version (50 for the
+memory updates, 100 / 5 for ProtoNorm 1-d / 2-d; warm
 caches, as in a training step where the inputs were just computed), on CPU
 with one intra-op thread (``threads`` in the result): on the shared 2-core
 machine a second OpenMP thread that is not scheduled turns every parallel
@@ -102,7 +103,7 @@ def _memory_update(loss_type: str, quick: bool) -> dict:
             "reference": lambda: sequential_memory_update(lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps, inplace=True),
             "fast": lambda: fast.update_memory(x, labels, ious),
         },
-        repeats=5 if quick else 20,
+        repeats=5 if quick else 50,
     )
     fg = labels > 0
     return {

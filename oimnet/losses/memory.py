@@ -11,9 +11,10 @@ closed-form, but the norms t_k depend on every earlier step, so one weighted
 sum normalized once at the end is a different vector.  The update therefore
 runs rank by rank: step r applies the r-th update of *every* identity at
 once; the loop runs max-multiplicity times (about 10-30 for 640 RoIs),
-never once per RoI.  After the first step, with w = v / prod a (rescaled,
-not normalized) the step is ``w <- w + (b_k / a_k) ||w|| x_k`` (two ops);
-the direction of w equals the oracle's v_k, and w is renormalized every
+never once per RoI.  With w = v / prod a (rescaled, not normalized) the
+first step is ``w <- v + (b_1 / a_1) x_1`` and every later one
+``w <- w + (b_k / a_k) ||w|| x_k`` (two ops); the direction of w equals the
+oracle's v_k, w is normalized once at the end and, in long chains, every
 few steps so that it cannot overflow.
 
 Queue.  Unlabeled RoI number i (0-based, RoI order) goes to slot
@@ -21,7 +22,8 @@ Queue.  Unlabeled RoI number i (0-based, RoI order) goes to slot
 (last write wins), so the written slots are distinct: at most two
 contiguous runs.
 
-One host transfer per call (labels and queue head), none per RoI.
+One device-to-host transfer per call (labels, queue head and, for LOIM, the
+IoUs), none per RoI; the plan goes back in one host-to-device copy.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ import torch
 from torch import Tensor
 
 __all__ = ["update_lut_", "lut_schedule", "apply_lut_schedule_", "round_plan", "run_rounds_", "push_queue_"]
-
-_EMPTY_INDEX = np.empty(0, dtype=np.int64)
 
 # Growth allowed between renormalizations of the rescaled rows (float16 is
 # never used for the computation, so 2^60 is far from overflow).
@@ -61,25 +61,19 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
             raise ValueError(f"update_lut_: {name} {tuple(w.shape)}: expected ({k},) or a float")
     if x.shape != (k, lut.shape[1]):
         raise ValueError(f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}")
-    host_rows = rows.cpu().numpy()  # the one host sync
+    host_rows = rows.cpu().numpy()  # host reads: rows here, keep/new below (not per RoI)
     max_ratio = _max_ratio(keep, new)
     if not math.isfinite(max_ratio):
         uniq, slot, active = lut_schedule(host_rows)
         apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, max_ratio)
         return
-    uniq, pick, pad = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k))
-    g, p = uniq.shape[0], pick.shape[0]
-    idx = torch.from_numpy(np.concatenate((uniq, pick, pad))).to(lut.device)
-    rows_t, pick_t, pad_t = idx[:g], idx[g : g + p], (idx[g + p :] if pad.shape[0] else None)
-    if isinstance(keep, Tensor) or isinstance(new, Tensor):
-        keep_t = keep.index_select(0, pick_t) if isinstance(keep, Tensor) else keep
-        new_t = new.index_select(0, pick_t) if isinstance(new, Tensor) else new
-        ratio = new_t / keep_t
-        if not isinstance(ratio, Tensor):
-            ratio = torch.as_tensor(ratio)
-    else:
-        ratio = float(new) / float(keep)
-    run_rounds_(lut, rows_t, x, pick_t, pad_t, ratio, max_ratio)
+    keep_h = keep.detach().cpu().double().numpy() if isinstance(keep, Tensor) else float(keep)
+    new_h = new.detach().cpu().double().numpy() if isinstance(new, Tensor) else float(new)
+    uniq, pick, coef = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k), new_h / keep_h)
+    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
+    device = lut.device
+    coef_t = torch.from_numpy(coef).to(device, dtype)
+    run_rounds_(lut, torch.from_numpy(uniq).to(device), x, torch.from_numpy(pick).to(device), coef_t, max_ratio)
 
 
 def _max_ratio(keep: Tensor | float, new: Tensor | float) -> float:
@@ -175,87 +169,86 @@ def apply_lut_schedule_(
     lut.index_copy_(0, rows_t, state.to(lut.dtype))
 
 
-def round_plan(rows: np.ndarray, src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def round_plan(
+    rows: np.ndarray, src: np.ndarray, ratio: np.ndarray | float, dtype=np.float64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plan the round-by-round update of a sequence of LUT row updates (host side).
 
     Args:
         rows: (K,) row of each update, in update order.
         src: (K,) int64 index of each update's feature (a row of ``x``).
+        ratio: (K,) or one float, new / keep of each update.
+        dtype: NumPy float type of ``coef``.
     Returns:
         uniq: (G,) distinct rows, ascending.
         pick: (depth * G,) round-major: at r * G + j the ``src`` of the r-th
             update of ``uniq[j]``; ``src[0]`` where ``uniq[j]`` has fewer than
             r + 1 updates (padding).
-        pad: (P,) positions of the padding in ``pick``, ascending.
+        coef: (depth * G,) ``dtype``, the ratio of that update, 0 at the padding
+            (so a padded step adds nothing).
     One stable argsort; occurrence ranks from the group starts.
     """
     k = rows.shape[0]
     order = rows.argsort(kind="stable")  # grouped by row, update order kept inside a group
     grouped = rows[order]
-    starts = np.empty(k + 1, dtype=bool)
-    starts[0] = starts[k] = True
-    np.not_equal(grouped[1:], grouped[:-1], out=starts[1:k])
-    bounds = starts.nonzero()[0]  # group starts, then k
-    first = bounds[:-1]
+    starts = np.empty(k, dtype=bool)
+    starts[0] = True
+    np.not_equal(grouped[1:], grouped[:-1], out=starts[1:])
+    first = starts.nonzero()[0]
     g = first.shape[0]
-    group = starts[:k].cumsum() - 1  # group of each grouped update
+    group = starts.cumsum() - 1  # group of each grouped update
     rank = np.arange(k) - first[group]  # its occurrence number inside the group
-    depth = int((bounds[1:] - first).max())
+    size = g * (int(rank.max()) + 1)
     dest = rank * g + group
-    pick = np.full(depth * g, src[0], dtype=np.int64)
+    if size == k:  # no padding
+        pick, coef = np.empty(k, dtype=np.int64), np.empty(k, dtype=dtype)
+    else:
+        pick, coef = np.full(size, src[0], dtype=np.int64), np.zeros(size, dtype=dtype)
     pick[dest] = src[order]
-    if depth * g == k:
-        return grouped[first], pick, _EMPTY_INDEX
-    is_pad = np.ones(depth * g, dtype=bool)
-    is_pad[dest] = False
-    return grouped[first], pick, is_pad.nonzero()[0]
+    coef[dest] = ratio[order] if isinstance(ratio, np.ndarray) else ratio
+    return grouped[first], pick, coef
 
 
-def run_rounds_(
-    lut: Tensor,
-    rows: Tensor,
-    x: Tensor,
-    pick: Tensor,
-    pad: Tensor | None,
-    ratio: Tensor | float,
-    max_ratio: float,
-) -> None:
+def run_rounds_(lut: Tensor, rows: Tensor, x: Tensor, pick: Tensor, coef: Tensor, max_ratio: float) -> None:
     """Run a :func:`round_plan` (device side): ``lut[rows]`` (G rows) updated in ``len(pick) // G`` rounds.
 
     Update j (round-major, ``pick[j]`` its row of ``x``) is
-    ``v <- normalize(keep * v + new * x) = normalize(v + ratio * x)``, with
-    ``ratio = new / keep`` (depth * G,) or one float, finite and at most
-    ``max_ratio``; at the ``pad`` positions (or None: no padding) nothing is added.
+    ``v <- normalize(keep * v + new * x) = normalize(v + coef[j] * x)``, with
+    ``coef = new / keep`` finite, at most ``max_ratio``, and 0 at padding.
+    The computation runs in ``coef.dtype`` (float32, or float64 for float64
+    memory or features) and is written back in ``lut.dtype``.
     """
     n_rows = rows.shape[0]
     depth = pick.shape[0] // n_rows
-    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
-    x_sel = x.index_select(0, pick).to(dtype)
-    if isinstance(ratio, Tensor):  # padding: ratio 0 (a small vector, cheaper than zeroing rows of x_sel)
-        ratio = ratio.to(dtype) if pad is None else ratio.to(dtype).index_fill(0, pad, 0.0)
-        x_sel.mul_(ratio.unsqueeze(1))
+    dtype = coef.dtype
+    x_sel = x.index_select(0, pick)
+    if x_sel.dtype != dtype:
+        x_sel = x_sel.to(dtype)
+    x_sel.mul_(coef[:, None])
+    state = lut.index_select(0, rows)
+    if state.dtype != dtype:
+        state = state.to(dtype)
+    # Rescaled rows w, direction = the oracle's row: w_1 = v + ratio * x is
+    # normalize(v + ratio * x) up to scale for any v (zero rows too); after
+    # that w <- w + ratio * ||w|| * x keeps the direction of
+    # normalize(w / ||w|| + ratio * x).  One normalization at the end.
+    if depth == 1:
+        state.add_(x_sel)
     else:
-        if pad is not None:
-            x_sel.index_fill_(0, pad, 0.0)
-        if ratio != 1.0:
-            x_sel.mul_(ratio)
-    state = lut.index_select(0, rows).to(dtype)
-    chunks = x_sel.view(depth, n_rows, -1).unbind(0) if depth > 1 else (x_sel,)
-    # Round 0 from any state (zero rows too): normalize(v + ratio * x).
-    _normalize_rows_(state.add_(chunks[0]))
-    if depth > 1:
-        # Rescaled rows w (direction = the oracle's row): w <- w + ratio * ||w|| * x.
+        chunks = x_sel.view(depth, n_rows, -1).unbind(0)
+        state.add_(chunks[0])
+        # ||w|| grows by at most (1 + max_ratio) per round: renormalize before 2^60.
         every = max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
-        norm = torch.empty(n_rows, 1, dtype=dtype, device=state.device)
+        norm = state.new_empty(n_rows, 1)
         vector_norm, addcmul_ = torch.linalg.vector_norm, state.addcmul_
         for r in range(1, depth):
-            vector_norm(state, dim=1, keepdim=True, out=norm)
+            vector_norm(state, 2, 1, True, out=norm)
             if r % every:
                 addcmul_(norm, chunks[r])
             else:  # renormalize, then step: w / ||w|| + ratio * x, same direction
                 state.div_(norm.clamp_min_(_NORM_EPS)).add_(chunks[r])
-        _normalize_rows_(state)
-    lut.index_copy_(0, rows, state.to(lut.dtype))
+    _normalize_rows_(state)
+    lut.index_copy_(0, rows, state if state.dtype == lut.dtype else state.to(lut.dtype))
 
 
 def _part(w: Tensor | float, rows: slice) -> Tensor | float:
@@ -286,10 +279,12 @@ def push_queue_(cq: Tensor, head: Tensor, x: Tensor, index: Tensor | None = None
     first = (int(head) if start is None else start) + n - written  # slot of the first written row (unwrapped)
     begin = first % q
     run = min(written, q - begin)  # the rest wraps to slot 0
-    src = index[n - written :]
+    src = index if written == n else index[n - written :]
     if x.dtype == cq.dtype:
-        torch.index_select(x, 0, src[:run], out=cq[begin : begin + run])
-        if run < written:
+        if run == written:
+            torch.index_select(x, 0, src, out=cq[begin : begin + run])
+        else:
+            torch.index_select(x, 0, src[:run], out=cq[begin:])
             torch.index_select(x, 0, src[run:], out=cq[: written - run])
     else:
         rows = x.index_select(0, src).to(cq.dtype)

@@ -92,7 +92,7 @@ class OIMLoss(nn.Module):
             attached to ``inputs``) when there are none.
         """
         self._check_inputs(inputs, labels, ious)
-        host_labels, head = self._to_host(labels)  # the one host sync of a training step
+        host_labels, head, host_ious = self._to_host(labels, ious if self.training else None)  # the one host sync of a step
         labeled = np.flatnonzero((host_labels > 0) & (host_labels <= self.num_pids))
         labeled_idx = torch.from_numpy(labeled).to(inputs.device)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
@@ -106,7 +106,7 @@ class OIMLoss(nn.Module):
             loss = loss / max(labeled.size, 1)
         if self.training:
             with torch.no_grad():
-                self._update(inputs.detach(), host_labels, head, None if ious is None else ious.detach())
+                self._update(inputs.detach(), host_labels, head, host_ious)
         return loss
 
     @torch.no_grad()
@@ -119,17 +119,24 @@ class OIMLoss(nn.Module):
         """
         self._check_inputs(inputs, labels, ious)
         if labels.shape[0]:
-            self._update(inputs, *self._to_host(labels), ious)
+            self._update(inputs, *self._to_host(labels, ious))
 
-    def _to_host(self, labels: Tensor) -> tuple[np.ndarray, int]:
-        """Labels (N,) as a NumPy array and the queue head, in one device-to-host transfer."""
-        if labels.device.type == "cpu" and self.cq_head.device.type == "cpu":
-            return labels.long().numpy(), int(self.cq_head)
-        host = torch.cat([labels.long(), self.cq_head.view(1).to(labels.device)]).cpu().numpy()
-        return host[:-1], int(host[-1])
+    def _to_host(self, labels: Tensor, ious: Tensor | None = None) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """Labels (N,) int64, the queue head and, for LOIM, the IoUs (N,) on the host, in one transfer (none on CPU)."""
+        want_ious = self.loss_type == "LOIM" and ious is not None
+        if labels.device.type == "cpu" and self.cq_head.device.type == "cpu" and (not want_ious or ious.device.type == "cpu"):
+            host_ious = ious.detach().numpy() if want_ious else None
+            return labels.numpy() if labels.dtype == torch.int64 else labels.long().numpy(), int(self.cq_head), host_ious
+        # float64 holds labels (< 2^53) and the head exactly.
+        parts = [labels.double(), self.cq_head.view(1).to(labels.device, torch.float64)]
+        if want_ious:
+            parts.append(ious.detach().to(labels.device, torch.float64))
+        host = torch.cat(parts).cpu().numpy()
+        n = labels.shape[0]
+        return host[:n].astype(np.int64), int(host[n]), host[n + 1 :] if want_ious else None
 
-    def _update(self, inputs: Tensor, host_labels: np.ndarray, head: int, ious: Tensor | None) -> None:
-        """The memory update from the labels on the host (call under no_grad)."""
+    def _update(self, inputs: Tensor, host_labels: np.ndarray, head: int, ious: np.ndarray | None) -> None:
+        """The memory update from the labels (and LOIM IoUs) on the host (call under no_grad)."""
         num_pids = self.num_pids
         labeled = ((host_labels > 0) & (host_labels <= num_pids)).nonzero()[0]
         unlabeled = (host_labels > num_pids).nonzero()[0] if self.num_cq_size else labeled[:0]
@@ -141,23 +148,25 @@ class OIMLoss(nn.Module):
         device = inputs.device
         if labeled.size and not math.isfinite(max_ratio):  # some keep may be 0: plain normalized steps
             if self.loss_type == "LOIM":
-                new = ious.float().clamp(LOIM_MIN_WEIGHT, 1.0 - self.eps)
+                new = torch.from_numpy(ious).to(device, torch.float32).clamp_(LOIM_MIN_WEIGHT, 1.0 - self.eps)
                 keep = 1.0 - new
             rows, slot, active = lut_schedule(host_labels[labeled] - 1)
             apply_lut_schedule_(self.lut, rows, labeled[slot], active, inputs, keep, new, max_ratio)
             labeled = labeled[:0]
         if labeled.size:
-            rows, pick, pad = round_plan(host_labels[labeled] - 1, labeled)
-            g, p, q = rows.shape[0], pick.shape[0], pad.shape[0]
-            # One host-to-device copy for every index of the update.
-            idx = torch.from_numpy(np.concatenate((rows, pick, pad, unlabeled))).to(device)
-            rows_t, pick_t, pad_t, unlabeled_t = idx[:g], idx[g : g + p], idx[g + p : g + p + q], idx[g + p + q :]
             if self.loss_type == "OIM":
                 ratio = new / keep
             else:
-                s = ious.index_select(0, pick_t).float().clamp_(LOIM_MIN_WEIGHT, 1.0 - self.eps)
+                s = ious[labeled].astype(np.float64).clip(LOIM_MIN_WEIGHT, 1.0 - self.eps)
                 ratio = s / (1.0 - s)
-            run_rounds_(self.lut, rows_t, inputs, pick_t, pad_t if q else None, ratio, max_ratio)
+            lut = self.lut
+            wide = lut.dtype == torch.float64 or inputs.dtype == torch.float64  # else computed in float32
+            rows, pick, coef = round_plan(host_labels[labeled] - 1, labeled, ratio, np.float64 if wide else np.float32)
+            g, p = rows.shape[0], pick.shape[0]
+            # One host-to-device copy for every index of the update, one for the ratios.
+            idx = torch.from_numpy(np.concatenate((rows, pick, unlabeled))).to(device)
+            run_rounds_(lut, idx[:g], inputs, idx[g : g + p], torch.from_numpy(coef).to(device), max_ratio)
+            unlabeled_t = idx[g + p :]
         elif unlabeled.size:
             unlabeled_t = torch.from_numpy(unlabeled).to(device)
         if unlabeled.size:
