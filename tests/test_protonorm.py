@@ -200,3 +200,36 @@ def test_prototype_coefficients_fallback_equals_histogram_path():
     torch.testing.assert_close(negative, host)
     assert host.shape == (3, 9)
     torch.testing.assert_close(host[1], torch.full((9,), 1 / 9, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("module,shape", [(ProtoNorm1d, (24, 5)), (ProtoNorm2d, (12, 4, 3, 2))])
+def test_half_input_computed_in_float32(module, shape):
+    """Half inputs (AMP) are normalized in float32; output and input gradient come back in half, as BatchNorm."""
+    x32 = torch.randn(*shape) * 3 + 2
+    labels = _labels(shape[0], 5)
+    m16, m32 = _module(module, shape[1], True).float(), _module(module, shape[1], True).float()
+    m32.load_state_dict(m16.state_dict())
+    x16 = x32.half().requires_grad_()
+    xr = x16.detach().float().requires_grad_()
+    y16, y32 = m16(x16, labels), m32(xr, labels)
+    assert y16.dtype == torch.float16
+    torch.testing.assert_close(y16.float(), y32, atol=2e-3, rtol=2e-3)
+    g = torch.randn(y32.shape)
+    y16.backward(g)
+    y32.backward(g)
+    assert x16.grad.dtype == torch.float16
+    torch.testing.assert_close(x16.grad.float(), xr.grad, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(m16.running_var, m32.running_var)
+
+
+def test_backward_with_create_graph_is_first_order_only():
+    """create_graph=True gives the usual first-order gradient; differentiating it again raises."""
+    m = _module(ProtoNorm1d, 5, False).float()
+    labels = _labels(24, 6)
+    x = (torch.randn(24, 5) + 1).requires_grad_()
+    (grad,) = torch.autograd.grad(m(x, labels).pow(2).sum(), x, create_graph=True)
+    x2 = x.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(_module(ProtoNorm1d, 5, False).float()(x2, labels).pow(2).sum(), x2)
+    torch.testing.assert_close(grad.detach(), expected)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiable"):
+        grad.sum().backward()

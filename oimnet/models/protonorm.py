@@ -17,6 +17,8 @@ an unweighted mean, plus a per-RoI correction; see the two Functions.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,13 +55,12 @@ def prototype_coefficients(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dty
     """
     if labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
-    n = labels.numel()
-    if labels.device.type == "cpu" and n:
-        np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        coef = _prototype_coefficients_host(labels.numpy(), unlabeled_id, np_dtype)
+    n = labels.shape[0]
+    if labels.is_cpu and n:
+        coef = _prototype_coefficients_host(labels.numpy(), unlabeled_id, np.float32 if dtype is torch.float32 else np.float64)
         if coef is not None:
             coef = torch.from_numpy(coef)
-            return coef if coef.dtype == dtype else coef.to(dtype)
+            return coef if coef.dtype is dtype else coef.to(dtype)
     # Unlabeled RoIs get distinct negative keys so that each forms its own group.
     key = torch.where(labels == unlabeled_id, torch.arange(-1, -1 - n, -1, device=labels.device), labels.long())
     _, group, counts = torch.unique(key, return_inverse=True, return_counts=True)
@@ -87,6 +88,24 @@ def _prototype_coefficients_host(labels: np.ndarray, unlabeled_id: int, dtype) -
     return coef
 
 
+def _once_differentiable(backward):
+    """torch's ``once_differentiable`` (backward not differentiable again), without its cost in the usual case.
+
+    The autograd engine runs a backward with grad mode off unless
+    ``create_graph=True``; then the wrapped function goes through
+    ``once_differentiable``, which raises if its result is differentiated.
+    """
+    guarded = once_differentiable(backward)
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        if torch.is_grad_enabled():
+            return guarded(ctx, *grads)
+        return backward(ctx, *grads)
+
+    return wrapper
+
+
 class _ProtoNorm1dFunction(torch.autograd.Function):
     """(N, C) ProtoNorm on torch's batch-norm kernels; updates the running statistics in forward.
 
@@ -105,38 +124,47 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, coef, eps, running_mean, running_var, factor):
-        n = x.shape[0]
-        ctx.input_dtype = x.dtype
-        x = x.to(torch.promote_types(x.dtype, torch.float32))  # half (AMP) is computed in float32
-        coef = coef.to(x.dtype)
+        # Every call here costs microseconds at this size, so no-op conversions are skipped.
+        ctx.input_dtype = dtype = x.dtype
+        if dtype not in _COMPUTE_DTYPES:  # half (AMP) is computed in float32
+            x = x.float()
+        if coef.dtype != x.dtype:
+            coef = coef.to(x.dtype)
         xbar, var = torch.batch_norm_update_stats(x, None, None, 0.0)  # biased var_b
         mean = coef[0] @ x
         q = xbar.sub_(mean)
         var.addcmul_(q, q)
-        y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, False)
+        y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         invstd = var.add(eps).rsqrt_()
         q.mul_(invstd)
         ctx.save_for_backward(x, weight, coef, mean, invstd, q)
-        _update_running_stats(running_mean, running_var, mean, var, n, factor)
-        return y
+        _update_running_stats(running_mean, running_var, mean, var, x.shape[0], factor)
+        return y if dtype is y.dtype else y.to(dtype)  # the input dtype, as BatchNorm
 
     @staticmethod
-    @once_differentiable
+    @_once_differentiable
     def backward(ctx, grad_out):
         x, weight, coef, mean, invstd, q = ctx.saved_tensors
+        if grad_out.dtype != x.dtype:
+            grad_out = grad_out.to(x.dtype)
         grad_in, s_gy, s_g = torch.ops.aten.native_batch_norm_backward(
-            grad_out.to(x.dtype), x, weight, None, None, mean, invstd, True, 0.0, [True, True, True]
+            grad_out, x, weight, None, None, mean, invstd, True, 0.0, _ALL_GRADS
         )
         # s_gy, s_g are sums of dL/dy; an affine weight is folded into `scale`.
         scale = invstd if weight is None else invstd * weight
         rows = torch.stack((s_g, torch.addcmul(s_g, q, s_gy, value=-1.0))).mul_(scale)
         grad_in.addmm_(coef[1:].t(), rows)  # columns [1/N, -w_i]
-        grad_in = grad_in.to(ctx.input_dtype)
+        if grad_in.dtype != ctx.input_dtype:
+            grad_in = grad_in.to(ctx.input_dtype)
         if weight is None:
             return grad_in, None, None, None, None, None, None, None
         grad_weight = s_gy if ctx.needs_input_grad[1] else None
         grad_bias = s_g if ctx.needs_input_grad[2] else None
         return grad_in, grad_weight, grad_bias, None, None, None, None, None
+
+
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+_ALL_GRADS = [True, True, True]
 
 
 class _ProtoNorm2dFunction(torch.autograd.Function):
@@ -176,7 +204,7 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
-    @once_differentiable
+    @_once_differentiable
     def backward(ctx, grad_out):
         x, weight, mean, invstd, xbar, w = ctx.saved_tensors
         gamma = weight if weight is not None else torch.ones_like(mean)
@@ -201,7 +229,7 @@ def _update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tenso
     ``var`` (C,) is the biased batch variance; it is overwritten.
     """
     var.mul_(m / (m - 1))
-    if mean.dtype != running_mean.dtype:
+    if mean.dtype is not running_mean.dtype:
         mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
     torch._foreach_lerp_([running_mean, running_var], [mean, var], factor)
 
@@ -261,7 +289,9 @@ class _ProtoNorm(_BatchNorm):
             raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, got {tuple(x.shape)}")
         fn = _ProtoNorm1dFunction if x.dim() == 2 else _ProtoNorm2dFunction
         factor = self._momentum_factor()
-        return fn.apply(x, self.weight, self.bias, coef.to(x.device), self.eps, self.running_mean, self.running_var, factor)
+        if coef.device != x.device:
+            coef = coef.to(x.device)
+        return fn.apply(x, self.weight, self.bias, coef, self.eps, self.running_mean, self.running_var, factor)
 
     def _momentum_factor(self) -> float:
         self.num_batches_tracked.add_(1)
