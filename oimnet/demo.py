@@ -1,7 +1,7 @@
 """Search a person in a folder of images with a trained checkpoint.
 
 Example:
-  python -m oimnet.demo --ckpt output/synthetic/epoch_006.pth \\
+  python -m oimnet.demo --ckpt output/synthetic/epoch_010.pth \\
       --cfg experiments/synthetic.yaml --query data/synthetic-prw/frames/c1s1_000003.jpg \\
       --box 120,40,160,140 --gallery data/synthetic-prw/frames --top 5 --out search.png
 
