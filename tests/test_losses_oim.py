@@ -191,3 +191,53 @@ def test_extreme_weights_and_long_chains(loss_type, momentum, eps):
     ious[(labels == 2).nonzero()[:3, 0]] = 1.0  # with eps = 0: keep = 1 - s = 0
     m = _loss(loss_type, num_pids=7, cq=5, oim_momentum=momentum, eps=eps)
     _check_against_oracle(m, _unit(50, seed=21), labels, ious)
+
+
+def test_loim_eps_zero_leaves_the_callers_ious_alone():
+    """The host copy of the IoUs can share memory with the caller's tensor: clamping must not write into it."""
+    m = _loss("LOIM", num_pids=7, cq=5, eps=0.0)
+    labels = torch.tensor([1, 1, UNLABELED, 2])
+    ious = torch.tensor([0.5, 0.6, 0.3, 1.0])
+    before = ious.clone()
+    _check_against_oracle(m, _unit(4, seed=31), labels, ious)
+    assert torch.equal(ious, before)
+
+
+def test_loim_bfloat16_ious():
+    """IoUs in a dtype NumPy lacks (bfloat16) are accepted and used as their float values."""
+    labels = torch.tensor([1, 1, 2, UNLABELED, 1])
+    ious = torch.tensor([0.75, 0.95, 0.8, 0.6, 0.72]).bfloat16()
+    m = _loss("LOIM", num_pids=7, cq=5)
+    _check_against_oracle(m, _unit(5, seed=32), labels, ious.float())
+    m2 = _loss("LOIM", num_pids=7, cq=5)
+    m2(_unit(5, seed=32), labels, ious)
+    torch.testing.assert_close(m2.lut, m.lut, atol=0, rtol=0)
+
+
+def test_momentum_one_keeps_the_lut_with_repeated_ids():
+    """oim_momentum = 1: nothing is added (ratio 0), rows only renormalize; no division by log2(1) = 0."""
+    m = _loss("OIM", num_pids=7, cq=5, oim_momentum=1.0)
+    _check_against_oracle(m, _unit(5, seed=33), torch.tensor([1, 1, 2, UNLABELED, 1]))
+
+
+def test_update_lut_zero_row_after_a_zero_weight_update():
+    """A zero row that gets new = 0 first stays zero, then the next update still moves it (as the oracle)."""
+    x = _unit(2, seed=34)
+    lut = torch.zeros(3, C)
+    update_lut_(lut, torch.tensor([1, 1]), x, torch.tensor([1.0, 0.5]), torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(lut[1], x[1])
+    assert not lut[0].any() and not lut[2].any()
+
+
+def test_non_finite_feature_spoils_only_its_own_row():
+    """Padding rounds multiply some feature by 0; a NaN feature must not leak into other ids' rows."""
+    m = _loss("OIM", num_pids=7, cq=5)
+    x = _unit(6, seed=35)
+    x[0] = float("nan")  # id 3, seen once; id 1 is seen three times, so id 3 gets padding rounds
+    labels = torch.tensor([3, 1, 1, 2, 1, UNLABELED])
+    lut0 = m.lut.clone()
+    m.update_memory(x, labels)
+    ref, _, _ = sequential_memory_update(lut0, m.cq.clone(), 0, x, labels)
+    assert torch.equal(torch.isnan(m.lut).any(1), torch.isnan(ref).any(1))
+    assert torch.isnan(m.lut[2]).all() and not torch.isnan(m.lut[[0, 1]]).any()
+    torch.testing.assert_close(m.lut[[0, 1, 3]], ref[[0, 1, 3]])

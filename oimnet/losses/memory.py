@@ -23,7 +23,8 @@ Queue.  Unlabeled RoI number i (0-based, RoI order) goes to slot
 contiguous runs.
 
 One device-to-host transfer per call (labels, queue head and, for LOIM, the
-IoUs), none per RoI; the plan goes back in one host-to-device copy.
+IoUs), none per RoI; the plan goes back in two host-to-device copies
+(indices, ratios).
 """
 
 from __future__ import annotations
@@ -61,14 +62,17 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
             raise ValueError(f"update_lut_: {name} {tuple(w.shape)}: expected ({k},) or a float")
     if x.shape != (k, lut.shape[1]):
         raise ValueError(f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}")
-    host_rows = rows.cpu().numpy()  # host reads: rows here, keep/new below (not per RoI)
-    max_ratio = _max_ratio(keep, new)
-    if not math.isfinite(max_ratio):
-        uniq, slot, active = lut_schedule(host_rows)
-        apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, max_ratio)
-        return
+    host_rows = rows.cpu().numpy()  # host reads: rows, keep, new (not per RoI)
     keep_h = keep.detach().cpu().double().numpy() if isinstance(keep, Tensor) else float(keep)
     new_h = new.detach().cpu().double().numpy() if isinstance(new, Tensor) else float(new)
+    max_ratio = _max_ratio(keep_h, new_h)
+    # The rescaled rounds cannot leave a zero row once it is zero, so an update
+    # with new = 0 (a zero row stays zero, later updates must still move it)
+    # takes the plain normalized steps too, as does keep = 0.
+    if not math.isfinite(max_ratio) or np.min(new_h) <= 0:
+        uniq, slot, active = lut_schedule(host_rows)
+        apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, math.inf)
+        return
     uniq, pick, coef = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k), new_h / keep_h)
     dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
     device = lut.device
@@ -76,10 +80,9 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
     run_rounds_(lut, torch.from_numpy(uniq).to(device), x, torch.from_numpy(pick).to(device), coef_t, max_ratio)
 
 
-def _max_ratio(keep: Tensor | float, new: Tensor | float) -> float:
-    """Upper bound of new / keep over the updates (inf if some keep is 0); reads tensors on the host."""
-    keep_min = float(keep.min()) if isinstance(keep, Tensor) else float(keep)
-    new_max = float(new.max()) if isinstance(new, Tensor) else float(new)
+def _max_ratio(keep: np.ndarray | float, new: np.ndarray | float) -> float:
+    """Upper bound of new / keep over the updates (host values; inf if some keep is 0)."""
+    keep_min, new_max = float(np.min(keep)), float(np.max(new))
     return math.inf if keep_min <= 0 else max(new_max, 0.0) / keep_min
 
 
@@ -145,7 +148,7 @@ def apply_lut_schedule_(
         state.mul_(_part(keep_c, first)).add_(x_sel[first] * _part(new_c, first))
         _normalize_rows_(state)
         if depth > 1:
-            every = max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
+            every = _renorm_period(max_ratio, depth)
             rest = slice(n_rows, None)
             ratio = _part(new_c, rest) / _part(keep_c, rest)
             later = x_sel[rest].mul_(mask.mul_(ratio).to(device) if isinstance(ratio, Tensor) else mask.mul_(ratio).to(device))
@@ -182,8 +185,9 @@ def round_plan(
     Returns:
         uniq: (G,) distinct rows, ascending.
         pick: (depth * G,) round-major: at r * G + j the ``src`` of the r-th
-            update of ``uniq[j]``; ``src[0]`` where ``uniq[j]`` has fewer than
-            r + 1 updates (padding).
+            update of ``uniq[j]``; where ``uniq[j]`` has fewer than r + 1
+            updates (padding), the ``src`` of its first update (times 0: a
+            non-finite feature then spoils only its own row, as in the oracle).
         coef: (depth * G,) ``dtype``, the ratio of that update, 0 at the padding
             (so a padded step adds nothing).
     One stable argsort; occurrence ranks from the group starts.
@@ -200,11 +204,13 @@ def round_plan(
     rank = np.arange(k) - first[group]  # its occurrence number inside the group
     size = g * (int(rank.max()) + 1)
     dest = rank * g + group
+    src_sorted = src[order]
     if size == k:  # no padding
         pick, coef = np.empty(k, dtype=np.int64), np.empty(k, dtype=dtype)
     else:
-        pick, coef = np.full(size, src[0], dtype=np.int64), np.zeros(size, dtype=dtype)
-    pick[dest] = src[order]
+        pick, coef = np.empty(size, dtype=np.int64), np.zeros(size, dtype=dtype)
+        pick.reshape(-1, g)[:] = src_sorted[first]  # every round: each row's first feature
+    pick[dest] = src_sorted
     coef[dest] = ratio[order] if isinstance(ratio, np.ndarray) else ratio
     return grouped[first], pick, coef
 
@@ -238,7 +244,7 @@ def run_rounds_(lut: Tensor, rows: Tensor, x: Tensor, pick: Tensor, coef: Tensor
         chunks = x_sel.view(depth, n_rows, -1).unbind(0)
         state.add_(chunks[0])
         # ||w|| grows by at most (1 + max_ratio) per round: renormalize before 2^60.
-        every = max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
+        every = _renorm_period(max_ratio, depth)
         norm = state.new_empty(n_rows, 1)
         vector_norm, addcmul_ = torch.linalg.vector_norm, state.addcmul_
         for r in range(1, depth):
@@ -249,6 +255,13 @@ def run_rounds_(lut: Tensor, rows: Tensor, x: Tensor, pick: Tensor, coef: Tensor
                 state.div_(norm.clamp_min_(_NORM_EPS)).add_(chunks[r])
     _normalize_rows_(state)
     lut.index_copy_(0, rows, state if state.dtype == lut.dtype else state.to(lut.dtype))
+
+
+def _renorm_period(max_ratio: float, depth: int) -> int:
+    """Rounds between renormalizations so that ||w|| (growing at most (1 + max_ratio) per round) stays below 2^60."""
+    if max_ratio <= 0:  # nothing is ever added: no growth
+        return depth
+    return max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
 
 
 def _part(w: Tensor | float, rows: slice) -> Tensor | float:

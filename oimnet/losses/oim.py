@@ -125,7 +125,9 @@ class OIMLoss(nn.Module):
         """Labels (N,) int64, the queue head and, for LOIM, the IoUs (N,) on the host, in one transfer (none on CPU)."""
         want_ious = self.loss_type == "LOIM" and ious is not None
         if labels.device.type == "cpu" and self.cq_head.device.type == "cpu" and (not want_ious or ious.device.type == "cpu"):
-            host_ious = ious.detach().numpy() if want_ious else None
+            host_ious = None
+            if want_ious:  # NumPy has no bfloat16
+                host_ious = ious.detach().numpy() if ious.dtype in (torch.float32, torch.float64) else ious.detach().double().numpy()
             return labels.numpy() if labels.dtype == torch.int64 else labels.long().numpy(), int(self.cq_head), host_ious
         # float64 holds labels (< 2^53) and the head exactly.
         parts = [labels.double(), self.cq_head.view(1).to(labels.device, torch.float64)]
@@ -148,7 +150,8 @@ class OIMLoss(nn.Module):
         device = inputs.device
         if labeled.size and not math.isfinite(max_ratio):  # some keep may be 0: plain normalized steps
             if self.loss_type == "LOIM":
-                new = torch.from_numpy(ious).to(device, torch.float32).clamp_(LOIM_MIN_WEIGHT, 1.0 - self.eps)
+                # np.clip copies: the host IoUs may share memory with the caller's tensor.
+                new = torch.from_numpy(np.clip(ious, LOIM_MIN_WEIGHT, 1.0 - self.eps).astype(np.float32)).to(device)
                 keep = 1.0 - new
             rows, slot, active = lut_schedule(host_labels[labeled] - 1)
             apply_lut_schedule_(self.lut, rows, labeled[slot], active, inputs, keep, new, max_ratio)

@@ -138,6 +138,7 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         invstd = var.add(eps).rsqrt_()
         q.mul_(invstd)
         ctx.save_for_backward(x, weight, coef, mean, invstd, q)
+        # Buffers updated in place in eager mode (no mark_dirty: they are not outputs).
         _update_running_stats(running_mean, running_var, mean, var, x.shape[0], factor)
         return y if dtype is y.dtype else y.to(dtype)  # the input dtype, as BatchNorm
 
@@ -147,8 +148,11 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         x, weight, coef, mean, invstd, q = ctx.saved_tensors
         if grad_out.dtype != x.dtype:
             grad_out = grad_out.to(x.dtype)
+        # CUDA's kernels return empty weight/bias gradients (the sums below) when
+        # there is no weight; CPU's return them, and skipping the ones saves an op.
+        gamma = weight if weight is not None or x.is_cpu else torch.ones_like(mean)
         grad_in, s_gy, s_g = torch.ops.aten.native_batch_norm_backward(
-            grad_out, x, weight, None, None, mean, invstd, True, 0.0, _ALL_GRADS
+            grad_out, x, gamma, None, None, mean, invstd, True, 0.0, _ALL_GRADS
         )
         # s_gy, s_g are sums of dL/dy; an affine weight is folded into `scale`.
         scale = invstd if weight is None else invstd * weight
@@ -171,7 +175,7 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
     """(N, C, H, W) ProtoNorm; updates the running statistics in forward.
 
     With HW = H*W positions per RoI, M = N*HW elements per channel,
-    roi_weight w_i (sum 1), yhat = (x - mean) * invstd, g = dL/dy,
+    w_i = coef[0] (sum 1), yhat = (x - mean) * invstd, g = dL/dy,
     S_g = sum g, S_gy = sum g * yhat, S_y = sum yhat (per channel, over all M):
     d mean / d x[i, c, h, w] = w_i / HW, and
         dx = weight * invstd * (g - yhat * S_gy / M - w_i / HW * (S_g - S_y * S_gy / M)).
