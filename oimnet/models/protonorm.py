@@ -111,7 +111,8 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
 
     Forward: BatchNorm's batch statistics (mean xbar, biased var_b; one read of
     x, no output) give the variance around the prototype mean m = sum_i w_i x_i
-    as var = var_b + (xbar - m)^2; then torch's batch norm with (m, var).
+    as var = var_b + (xbar - m)^2; then y = (x - m) * invstd [* weight + bias]
+    as one per-channel affine map.
     Backward, with yhat = (x - m) * invstd, g = dL/dyhat, S_g = sum_i g_i,
     S_gy = sum_i g_i yhat_i and q = S_y / N = (xbar - m) * invstd:
         dx_i = invstd * (g_i - yhat_i * S_gy / N) - w_i * invstd * (S_g - q * S_gy);
@@ -134,8 +135,13 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         mean = coef[0] @ x
         q = xbar.sub_(mean)
         var.addcmul_(q, q)
-        y = torch.native_batch_norm(x, weight, bias, mean, var, False, 0.0, eps)[0]
         invstd = var.add(eps).rsqrt_()
+        # y = x * scale + shift: on CPU one addcmul is about half the time of the eval-mode batch-norm kernel.
+        if weight is None:
+            y = torch.addcmul(mean.mul(invstd).neg_(), x, invstd)
+        else:
+            scale = invstd * weight
+            y = torch.addcmul(torch.addcmul(bias, mean, scale, value=-1.0), x, scale)
         q.mul_(invstd)
         ctx.save_for_backward(x, weight, coef, mean, invstd, q)
         # Buffers updated in place in eager mode (no mark_dirty: they are not outputs).
@@ -277,13 +283,13 @@ class _ProtoNorm(_BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if labels is not None:
-            coef = prototype_coefficients(labels, self.unlabeled_id, torch.promote_types(x.dtype, torch.float32))
+            coef = prototype_coefficients(labels, self.unlabeled_id, torch.float64 if x.dtype is torch.float64 else torch.float32)
         else:
             labels, coef = self._labels, self._coef
         if labels is None:  # every RoI its own prototype: exactly BatchNorm
             factor = self._momentum_factor()
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
-        if labels.shape != (x.shape[0],):
+        if labels.dim() != 1 or labels.shape[0] != x.shape[0]:  # ints: a torch.Size comparison is slower
             raise ValueError(
                 f"{type(self).__name__}: labels {tuple(labels.shape)} do not match the {x.shape[0]} RoIs of the "
                 f"input {tuple(x.shape)}; call set_protonorm_labels(model, labels) for this batch"
