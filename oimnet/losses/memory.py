@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["update_lut_", "lut_schedule", "apply_lut_schedule_", "round_plan", "run_rounds_", "push_queue_"]
+__all__ = ["update_lut_", "round_plan", "run_rounds_", "run_plain_rounds_", "push_queue_"]
 
 # Growth allowed between renormalizations of the rescaled rows (float16 is
 # never used for the computation, so 2^60 is far from overflow).
@@ -69,15 +69,16 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
     # The rescaled rounds cannot leave a zero row once it is zero, so an update
     # with new = 0 (a zero row stays zero, later updates must still move it)
     # takes the plain normalized steps too, as does keep = 0.
-    if not math.isfinite(max_ratio) or np.min(new_h) <= 0:
-        uniq, slot, active = lut_schedule(host_rows)
-        apply_lut_schedule_(lut, uniq, slot, active, x, keep, new, math.inf)
-        return
-    uniq, pick, coef = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k), new_h / keep_h)
-    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
+    plain = not math.isfinite(max_ratio) or np.min(new_h) <= 0
+    # The plain steps only need the padding marked (ratio 1 -> coef 0 at the padding).
+    uniq, pick, coef = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k), 1.0 if plain else new_h / keep_h)
     device = lut.device
-    coef_t = torch.from_numpy(coef).to(device, dtype)
-    run_rounds_(lut, torch.from_numpy(uniq).to(device), x, torch.from_numpy(pick).to(device), coef_t, max_ratio)
+    uniq_t, pick_t = torch.from_numpy(uniq).to(device), torch.from_numpy(pick).to(device)
+    if plain:
+        run_plain_rounds_(lut, uniq_t, x, pick_t, torch.from_numpy(coef > 0).to(device), keep, new)
+        return
+    dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
+    run_rounds_(lut, uniq_t, x, pick_t, torch.from_numpy(coef).to(device, dtype), max_ratio)
 
 
 def _max_ratio(keep: np.ndarray | float, new: np.ndarray | float) -> float:
@@ -86,90 +87,39 @@ def _max_ratio(keep: np.ndarray | float, new: np.ndarray | float) -> float:
     return math.inf if keep_min <= 0 else max(new_max, 0.0) / keep_min
 
 
-def lut_schedule(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Plan the rank-by-rank update of a sequence of LUT row updates (host side).
-
-    Args:
-        rows: (K,) row of each update, in update order.
-    Returns:
-        uniq: (G,) distinct rows.
-        slot: (depth * G,) step-major: at r * G + j the index (into the K
-            updates) of the r-th update of ``uniq[j]``; 0 where ``uniq[j]``
-            has fewer than r + 1 updates.
-        active: (depth * G,) bool, False at those padding positions.
-    """
-    order = np.argsort(rows, kind="stable")  # grouped by row, update order kept inside a group
-    grouped = rows[order]
-    starts_group = np.empty(len(grouped), dtype=bool)
-    starts_group[0] = True
-    np.not_equal(grouped[1:], grouped[:-1], out=starts_group[1:])
-    first = np.flatnonzero(starts_group)
-    counts = np.diff(first, append=len(grouped))
-    steps = np.arange(counts.max())[:, None]
-    active = (counts > steps).ravel()
-    slot = order[np.where(active, (first + steps).ravel(), 0)]
-    return grouped[first], slot, active
-
-
-def apply_lut_schedule_(
+def run_plain_rounds_(
     lut: Tensor,
-    rows: np.ndarray,
-    slot: np.ndarray,
-    active: np.ndarray,
+    rows: Tensor,
     x: Tensor,
+    pick: Tensor,
+    active: Tensor,
     keep: Tensor | float,
     new: Tensor | float,
-    max_ratio: float,
 ) -> None:
-    """Run a :func:`lut_schedule` plan: ``depth`` steps, each updating all G rows at once.
+    """Run a :func:`round_plan` with plain normalized steps (for updates where keep may be 0).
 
-    ``slot`` indexes the rows of ``x`` (N, C) and of per-update ``keep``/``new``
-    (N,) tensors (or they are one float each).  ``max_ratio`` bounds new/keep
-    (inf when some keep is 0); it sets how often rows are renormalized.
-    Rows of x are assumed to have norm at most 1 (embeddings are unit rows)
-    for that bound; larger rows only make renormalization more frequent than needed.
+    ``v <- normalize(keep * v + new * x)`` for every row at once, round by
+    round; ``pick`` (depth * G,) indexes the rows of ``x`` (N, C) and of
+    per-feature ``keep``/``new`` (N,) tensors (or they are one float each);
+    ``active`` (depth * G,) bool is False at the padding, which leaves a row
+    as it is (keep 1, new 0).  Three ops a round instead of two, and no
+    1 / keep: the rescaled rounds of :func:`run_rounds_` need keep > 0.
     """
     n_rows = rows.shape[0]
-    depth = len(slot) // n_rows
-    device = lut.device
+    size = pick.shape[0]
     dtype = torch.float64 if torch.float64 in (lut.dtype, x.dtype) else torch.float32
-    pick = torch.from_numpy(slot).to(device)
     x_sel = x.index_select(0, pick).to(dtype)
-    keep_c = keep.index_select(0, pick).to(dtype)[:, None] if isinstance(keep, Tensor) else float(keep)
-    new_c = new.index_select(0, pick).to(dtype)[:, None] if isinstance(new, Tensor) else float(new)
-    rows_t = torch.from_numpy(rows).to(device)
-    state = lut.index_select(0, rows_t).to(dtype)
-    # Step 0 has no padding (every row has an update); padding slots add nothing.
-    mask = torch.from_numpy(active[n_rows:, None].astype(np.float64 if dtype == torch.float64 else np.float32))
-
-    if math.isfinite(max_ratio):
-        # Step 0 from any state (zero rows too), then the rescaled two-op steps.
-        first = slice(0, n_rows)
-        state.mul_(_part(keep_c, first)).add_(x_sel[first] * _part(new_c, first))
+    keep_c = keep.index_select(0, pick).to(dtype) if isinstance(keep, Tensor) else x_sel.new_full((size,), keep)
+    new_c = new.index_select(0, pick).to(dtype) if isinstance(new, Tensor) else x_sel.new_full((size,), new)
+    padding = ~active
+    keep_c = keep_c.masked_fill(padding, 1.0)[:, None]
+    new_c = new_c.masked_fill(padding, 0.0)[:, None]
+    state = lut.index_select(0, rows).to(dtype)
+    for r in range(size // n_rows):
+        step = slice(r * n_rows, (r + 1) * n_rows)
+        state = state * keep_c[step] + x_sel[step] * new_c[step]
         _normalize_rows_(state)
-        if depth > 1:
-            every = _renorm_period(max_ratio, depth)
-            rest = slice(n_rows, None)
-            ratio = _part(new_c, rest) / _part(keep_c, rest)
-            later = x_sel[rest].mul_(mask.mul_(ratio).to(device) if isinstance(ratio, Tensor) else mask.mul_(ratio).to(device))
-            norm = torch.empty(n_rows, 1, dtype=dtype, device=device)
-            for r, cx in enumerate(later.view(depth - 1, n_rows, -1).unbind(0), start=1):
-                torch.linalg.vector_norm(state, dim=1, keepdim=True, out=norm)
-                state.addcmul_(norm, cx)
-                if r % every == 0 or r == depth - 1:
-                    _normalize_rows_(state)
-    else:  # some keep is 0, so w cannot be rescaled by 1/keep: plain normalized steps
-        x_sel[n_rows:].mul_(mask.to(device))
-        if not isinstance(keep_c, Tensor):
-            keep_c = torch.full((len(slot), 1), keep_c, dtype=dtype, device=device)
-        inactive = np.flatnonzero(~active)
-        if inactive.size:  # padding: state <- normalize(1 * state + 0)
-            keep_c.index_fill_(0, torch.from_numpy(inactive).to(device), 1.0)
-        for r in range(depth):
-            step = slice(r * n_rows, (r + 1) * n_rows)
-            state = state * keep_c[step] + x_sel[step] * _part(new_c, step)
-            _normalize_rows_(state)
-    lut.index_copy_(0, rows_t, state.to(lut.dtype))
+    lut.index_copy_(0, rows, state.to(lut.dtype))
 
 
 def round_plan(
@@ -262,11 +212,6 @@ def _renorm_period(max_ratio: float, depth: int) -> int:
     if max_ratio <= 0:  # nothing is ever added: no growth
         return depth
     return max(1, int(_MAX_GROWTH_LOG2 / math.log2(1.0 + max_ratio)))
-
-
-def _part(w: Tensor | float, rows: slice) -> Tensor | float:
-    """The given rows of a per-slot weight column; a float weight passes unchanged."""
-    return w[rows] if isinstance(w, Tensor) else w
 
 
 def _normalize_rows_(state: Tensor) -> None:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from oimnet.losses.memory import apply_lut_schedule_, lut_schedule, push_queue_, round_plan, run_rounds_
+from oimnet.losses.memory import push_queue_, round_plan, run_plain_rounds_, run_rounds_
 
 __all__ = ["OIMLoss", "LOSS_TYPES"]
 
@@ -148,16 +148,11 @@ class OIMLoss(nn.Module):
         else:
             max_ratio = (1.0 - self.eps) / self.eps if self.eps > 0 else math.inf
         device = inputs.device
-        if labeled.size and not math.isfinite(max_ratio):  # some keep may be 0: plain normalized steps
-            if self.loss_type == "LOIM":
-                # np.clip copies: the host IoUs may share memory with the caller's tensor.
-                new = torch.from_numpy(np.clip(ious, LOIM_MIN_WEIGHT, 1.0 - self.eps).astype(np.float32)).to(device)
-                keep = 1.0 - new
-            rows, slot, active = lut_schedule(host_labels[labeled] - 1)
-            apply_lut_schedule_(self.lut, rows, labeled[slot], active, inputs, keep, new, max_ratio)
-            labeled = labeled[:0]
         if labeled.size:
-            if self.loss_type == "OIM":
+            plain = not math.isfinite(max_ratio)  # some keep may be 0: plain normalized steps
+            if plain:
+                ratio = 1.0  # round_plan then only marks the padding (coef 0)
+            elif self.loss_type == "OIM":
                 ratio = new / keep
             else:
                 s = ious[labeled].astype(np.float64).clip(LOIM_MIN_WEIGHT, 1.0 - self.eps)
@@ -168,8 +163,15 @@ class OIMLoss(nn.Module):
             g, p = rows.shape[0], pick.shape[0]
             # One host-to-device copy for every index of the update, one for the ratios.
             idx = torch.from_numpy(np.concatenate((rows, pick, unlabeled))).to(device)
-            run_rounds_(lut, idx[:g], inputs, idx[g : g + p], torch.from_numpy(coef).to(device), max_ratio)
-            unlabeled_t = idx[g + p :]
+            rows_t, pick_t, unlabeled_t = idx[:g], idx[g : g + p], idx[g + p :]
+            if plain:
+                if self.loss_type == "LOIM":
+                    # np.clip copies: the host IoUs may share memory with the caller's tensor.
+                    new = torch.from_numpy(np.clip(ious, LOIM_MIN_WEIGHT, 1.0 - self.eps).astype(np.float32)).to(device)
+                    keep = 1.0 - new
+                run_plain_rounds_(lut, rows_t, inputs, pick_t, torch.from_numpy(coef > 0).to(device), keep, new)
+            else:
+                run_rounds_(lut, rows_t, inputs, pick_t, torch.from_numpy(coef).to(device), max_ratio)
         elif unlabeled.size:
             unlabeled_t = torch.from_numpy(unlabeled).to(device)
         if unlabeled.size:
