@@ -1,6 +1,6 @@
 # Two commands on a fresh clone:
 #   make run    set up, then run the main job (table3 ablation, synthetic data, smoke profile)
-#   make test   set up, then run the test suite
+#   make test   set up, ruff lint + format check, then run the test suite
 .PHONY: setup run test bench mlflow-ui clean
 
 setup:

@@ -108,7 +108,7 @@ def test_train_loader_skips_empty_flips_and_is_reproducible(root):
     flipped = {name for name, i, b in e0 + e1
                if not np.allclose(b, recs[i]["boxes"][0] * (120 / 64))}
     assert flipped  # some images are mirrored ...
-    for name, i, b in e0 + e1:
+    for _name, i, b in e0 + e1:
         unflipped = recs[i]["boxes"][0] * (120 / 64)
         mirrored = np.array([120 - unflipped[2], unflipped[1], 120 - unflipped[0], unflipped[3]])
         assert np.allclose(b, unflipped, atol=1e-4) or np.allclose(b, mirrored, atol=1e-4)

@@ -8,8 +8,6 @@ finished smoke run (it holds config.yaml and epoch_XXX.pth) to reuse it.
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,6 @@ from PIL import Image
 from scipy.stats import binom
 
 from oimnet import demo
-from oimnet.config import load_config
 from oimnet.eval.boxes import paired_iou
 from oimnet.viz import draw
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from reference_eval import ref_detection
 
 from oimnet.eval.detection import detection_metrics
 from oimnet.eval.fake import random_cache, random_world
-from reference_eval import ref_detection
 
 
 def rec(name, boxes, pids):

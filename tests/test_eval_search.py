@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
+from reference_eval import ref_search_cuhk, ref_search_prw
 
 from oimnet.eval import evaluate_cache
 from oimnet.eval.fake import random_cache, random_cuhk_protocol, random_world
-from reference_eval import ref_search_cuhk, ref_search_prw
 
 PRW = OmegaConf.create({"INPUT": {"DATASET": "PRW"}, "EVAL_USE_CBGM": False})
 PRW_CBGM = OmegaConf.create({"INPUT": {"DATASET": "PRW"}, "EVAL_USE_CBGM": True})

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from oimnet.engine.checkpointing import find_last_checkpoint
-from oimnet.engine.trainer import NonFiniteLossError, evaluate_checkpoint, train_run
 from oimnet.engine.tracking import get_client
+from oimnet.engine.trainer import NonFiniteLossError, evaluate_checkpoint, train_run
 from tests.smoke import ROOT, smoke_config
 
 pytestmark = pytest.mark.slow

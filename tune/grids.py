@@ -87,7 +87,7 @@ class TrialSpec:
                 "seed": self.seed, "overrides": self.overrides, "config": self.config}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrialSpec":
+    def from_dict(cls, d: dict) -> TrialSpec:
         return cls(**d)
 
 

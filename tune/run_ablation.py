@@ -41,11 +41,26 @@ if __package__ in (None, ""):
 
 from tune.grids import GridError, expand, load_grid, parse_set, resolve_grid_path  # noqa: E402
 from tune.sweep import (  # noqa: E402
-    MAX_FAILURES, SweepState, build_tuner, default_experiment_name, end_parent, latest_sweep, load_trials,
-    reopen_parent, save_trials, start_parent, sweep_status, trial_outcome,
+    MAX_FAILURES,
+    SweepState,
+    build_tuner,
+    default_experiment_name,
+    end_parent,
+    latest_sweep,
+    load_trials,
+    reopen_parent,
+    save_trials,
+    start_parent,
+    sweep_status,
+    trial_outcome,
 )
 from tune.trial_resources import (  # noqa: E402
-    CPU_SECONDS_PER_IMAGE_2CORES, TRAIN_IMAGES, estimate_cpu_hours, format_resources, local_cluster_resources, plan_trial_resources,
+    CPU_SECONDS_PER_IMAGE_2CORES,
+    TRAIN_IMAGES,
+    estimate_cpu_hours,
+    format_resources,
+    local_cluster_resources,
+    plan_trial_resources,
 )
 
 DATASETS = ("synthetic", "prw", "cuhk")

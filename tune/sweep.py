@@ -47,7 +47,7 @@ class SweepState:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, exp_dir: str | Path) -> "SweepState":
+    def load(cls, exp_dir: str | Path) -> SweepState:
         path = Path(exp_dir) / STATE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{exp_dir}: not a sweep folder ({STATE_FILE} missing)")

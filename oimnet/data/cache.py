@@ -14,7 +14,8 @@ import hashlib
 import os
 import pickle
 import tempfile
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 CACHE_VERSION = 2  # bump when the cached content or the parsers change
 

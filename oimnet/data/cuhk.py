@@ -19,7 +19,7 @@ Layout and quirks (shared/spec/data-formats.md):
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -14,7 +14,7 @@ seed (after ``set_epoch(k)``) replays epoch k exactly.
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

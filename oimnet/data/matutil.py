@@ -9,7 +9,7 @@ The helpers unwrap these nestings and turn every surprise into a
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.io
@@ -72,8 +72,7 @@ def struct_items(value, label: str) -> Iterator[np.void]:
     in MATLAB column-major order; each item supports ``item["field"]``."""
     value = np.asarray(value)
     if value.dtype.names is not None:
-        for item in value.reshape(-1, order="F"):
-            yield item
+        yield from value.reshape(-1, order="F")
         return
     if value.dtype == object:
         for cell in value.reshape(-1, order="F"):

@@ -12,8 +12,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,7 +133,7 @@ class RunLogger:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
         resume_run_id: str | None = None,
-    ) -> "RunLogger":
+    ) -> RunLogger:
         client = get_client(uri)
         if resume_run_id:
             client.update_run(resume_run_id, status="RUNNING")

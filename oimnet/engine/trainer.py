@@ -7,18 +7,17 @@ is never split over several GPUs; sweeps run many of these (see tune/).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from oimnet.config import flatten, to_yaml
 from oimnet.engine import seeding

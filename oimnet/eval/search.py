@@ -29,8 +29,8 @@ sort of (query, score) keys. The loop oracle is tests/reference_eval.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -118,12 +118,12 @@ class Backbone(nn.Module):
             p.requires_grad_(False)
         self.bn1.eval()
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         self.bn1.eval()
         return self
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         return OrderedDict([("feat_res4", x)])
@@ -140,7 +140,7 @@ class Res5Head(nn.Module):
         self.layer4 = resnet.layer4
         self.out_channels = (in_channels, out_channels)
 
-    def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         feat = self.layer4(x)
         return OrderedDict(
             [

@@ -17,7 +17,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from oimnet.losses.oim import OIMLoss
 from oimnet.models.backbone import Backbone, build_resnet
-from oimnet.models.heads import BoxPredictor, EmbeddingHead, EMBEDDING_DIM
+from oimnet.models.heads import EMBEDDING_DIM, BoxPredictor, EmbeddingHead
 from oimnet.models.protonorm import convert_bn2d_to_protonorm
 from oimnet.models.roi_heads import OIMRoIHeads
 
