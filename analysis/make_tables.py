@@ -32,8 +32,14 @@ if __package__ in (None, ""):  # run as a script: make `analysis` and `oimnet` i
 from analysis.published import Published, load_published, published_for  # noqa: E402
 from analysis.runs import ALL_METRICS, METRICS, RowSummary, datasets_of, load_runs, summarize  # noqa: E402
 
-METRIC_NAMES = {"mAP": "mAP", "top1": "top-1", "top5": "top-5", "top10": "top-10",
-                "det_ap": "det AP", "det_recall": "det recall"}
+METRIC_NAMES = {
+    "mAP": "mAP",
+    "top1": "top-1",
+    "top5": "top-5",
+    "top10": "top-10",
+    "det_ap": "det AP",
+    "det_recall": "det recall",
+}
 DATASET_NAMES = {"synthetic": "Synthetic", "prw": "PRW", "cuhk": "CUHK-SYSU"}
 PUBLISHED_METRICS = ("mAP", "top1")
 
@@ -78,8 +84,10 @@ def footnotes(rows, left_out, published, uses_published: bool) -> list[str]:
     if uses_published:
         sources = sorted({p.source for r in rows if (p := published_for(r.paper_label, published))})
         verified = sorted({p.verified for r in rows if (p := published_for(r.paper_label, published))})
-        notes.append(f"† published numbers for {', '.join(sources)}, taken from secondary sources "
-                     f"(analysis/published_results.csv, verified: {', '.join(verified)}); not our runs.")
+        notes.append(
+            f"† published numbers for {', '.join(sources)}, taken from secondary sources "
+            f"(analysis/published_results.csv, verified: {', '.join(verified)}); not our runs."
+        )
     if left_out:
         by = {}
         for r in left_out:
@@ -101,8 +109,18 @@ def render_markdown(rows, left_out, metrics, published) -> str:
 
 
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
-                 ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\^{}")):
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("$", r"\$"),
+        ("#", r"\#"),
+        ("_", r"\_"),
+        ("{", r"\{"),
+        ("}", r"\}"),
+        ("~", r"\textasciitilde{}"),
+        ("^", r"\^{}"),
+    ):
         text = text.replace(a, b)
     return text
 
@@ -140,8 +158,11 @@ def render_csv(rows, left_out, metrics, published) -> str:
                 c = r.cells.get((ds, m))
                 line += [f"{c.mean * 100:.6g}", f"{c.std * 100:.6g}"] if c and c.n else ["", ""]
             p = published_for(r.paper_label, published)
-            line += [(f"{p.values[(ds, m)]:g}" if p and (ds, m) in p.values else "")
-                     for m in PUBLISHED_METRICS if m in metrics]
+            line += [
+                (f"{p.values[(ds, m)]:g}" if p and (ds, m) in p.values else "")
+                for m in PUBLISHED_METRICS
+                if m in metrics
+            ]
             line.append(f"{p.source} ({p.verified})" if p and any(k[0] == ds for k in p.values) else "")
             w.writerow(line)
     return buf.getvalue()
@@ -150,9 +171,16 @@ def render_csv(rows, left_out, metrics, published) -> str:
 RENDERERS = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
 
 
-def make_table(*, parent_ids: list[str] = (), experiment: str | None = None, tracking_uri: str | None = None,
-               fmt: str = "markdown", all_metrics: bool = False, plots_dir: str | Path | None = None,
-               published_path: str | Path | None = None) -> tuple[str, list[Path]]:
+def make_table(
+    *,
+    parent_ids: list[str] = (),
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    fmt: str = "markdown",
+    all_metrics: bool = False,
+    plots_dir: str | Path | None = None,
+    published_path: str | Path | None = None,
+) -> tuple[str, list[Path]]:
     """The table text and the PNGs written (empty without plots_dir).
 
     Raises ValueError when the parent run / experiment is unknown or holds no
@@ -178,19 +206,30 @@ def make_table(*, parent_ids: list[str] = (), experiment: str | None = None, tra
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python analysis/make_tables.py", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python analysis/make_tables.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_argument_group("which runs (at least one)")
-    src.add_argument("--parent", action="append", default=[], metavar="RUN_ID",
-                     help="a sweep's MLflow parent run (repeat to combine sweeps, e.g. PRW and CUHK-SYSU)")
+    src.add_argument(
+        "--parent",
+        action="append",
+        default=[],
+        metavar="RUN_ID",
+        help="a sweep's MLflow parent run (repeat to combine sweeps, e.g. PRW and CUHK-SYSU)",
+    )
     src.add_argument("--experiment", metavar="NAME", help="every sweep trial run of this MLflow experiment")
     p.add_argument("--format", choices=sorted(RENDERERS), default="markdown")
     p.add_argument("--out", metavar="FILE", help="write the table here instead of stdout")
     p.add_argument("--all", action="store_true", help="also top-5, top-10, detection AP and recall")
     p.add_argument("--plots", metavar="DIR", help="write PNGs (mAP per epoch per row; the table as bars)")
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the project's local store)")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the project's local store)",
+    )
     return p
 
 
@@ -200,8 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: give --parent RUN_ID or --experiment NAME", file=sys.stderr)
         return 2
     try:
-        text, plots = make_table(parent_ids=args.parent, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                                 fmt=args.format, all_metrics=args.all, plots_dir=args.plots)
+        text, plots = make_table(
+            parent_ids=args.parent,
+            experiment=args.experiment,
+            tracking_uri=args.tracking_uri,
+            fmt=args.format,
+            all_metrics=args.all,
+            plots_dir=args.plots,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -49,8 +49,9 @@ def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.nda
     return np.array(epochs), vals.mean(axis=0), std
 
 
-def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
-                published: dict[str, Published] | None = None) -> list[Path]:
+def write_plots(
+    client, rows: list[RowSummary], out_dir: str | Path, published: dict[str, Published] | None = None
+) -> list[Path]:
     """Write the PNGs of every dataset in ``rows``; returns their paths."""
     plt = _plt()
     out_dir = Path(out_dir)
@@ -65,7 +66,7 @@ def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
             ep, mean, std = map_history(client, r.run_ids[ds])
             if not len(ep):
                 continue
-            line, = ax.plot(ep, mean, marker="o", label=r.row)
+            (line,) = ax.plot(ep, mean, marker="o", label=r.row)
             if std.any():
                 ax.fill_between(ep, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -91,8 +92,13 @@ def write_plots(client, rows: list[RowSummary], out_dir: str | Path,
             for i, r in enumerate(present):
                 pub = published_for(r.paper_label, published or {})
                 if pub and (ds, metric) in pub.values:
-                    ax.plot(x[i] + (j - 0.5) * width, pub.values[(ds, metric)], "kD", markersize=6,
-                            label=None if pub_labelled else "published (secondary sources)")
+                    ax.plot(
+                        x[i] + (j - 0.5) * width,
+                        pub.values[(ds, metric)],
+                        "kD",
+                        markersize=6,
+                        label=None if pub_labelled else "published (secondary sources)",
+                    )
                     pub_labelled = True
         ax.set_xticks(x)
         ax.set_xticklabels([r.row for r in present], rotation=20, ha="right", fontsize=8)

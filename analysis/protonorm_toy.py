@@ -48,13 +48,13 @@ class ToyConfig:
     """Data and training settings (defaults = the README figure)."""
 
     n_ids: int = 6
-    n_frequent: int = 3          # identities 1..n_frequent are the frequent ones
-    ratio: int = 4               # frequent : rare samples
-    n_rare: int = 60             # training samples of a rare identity
-    n_test: int = 200            # balanced test samples per identity
-    centre: tuple[float, float] = (3.0, 2.0)   # cloud centre, far from the origin
-    radius: float = 1.2          # identities on a ring of this radius
-    sigma: float = 0.3           # per-identity spread
+    n_frequent: int = 3  # identities 1..n_frequent are the frequent ones
+    ratio: int = 4  # frequent : rare samples
+    n_rare: int = 60  # training samples of a rare identity
+    n_test: int = 200  # balanced test samples per identity
+    centre: tuple[float, float] = (3.0, 2.0)  # cloud centre, far from the origin
+    radius: float = 1.2  # identities on a ring of this radius
+    sigma: float = 0.3  # per-identity spread
     steps: int = 400
     batch: int = 64
     lr: float = 0.05
@@ -82,8 +82,9 @@ class ToyNet(nn.Module):
             raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
         self.variant = variant
         self.linear = nn.Linear(2, 2, bias=False)
-        self.norm = {"l2": None, "bn": nn.BatchNorm1d(2, affine=False),
-                     "protonorm": ProtoNorm1d(2, affine=False)}[variant]
+        self.norm = {"l2": None, "bn": nn.BatchNorm1d(2, affine=False), "protonorm": ProtoNorm1d(2, affine=False)}[
+            variant
+        ]
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         z = self.linear(x)
@@ -108,8 +109,14 @@ def train_variant(variant: str, x: torch.Tensor, y: torch.Tensor, cfg: ToyConfig
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     net = ToyNet(variant)
-    oim = OIMLoss(num_features=2, num_pids=cfg.n_ids, num_cq_size=0, oim_momentum=cfg.oim_momentum,
-                  oim_scalar=cfg.oim_scalar, loss_type="OIM")
+    oim = OIMLoss(
+        num_features=2,
+        num_pids=cfg.n_ids,
+        num_cq_size=0,
+        oim_momentum=cfg.oim_momentum,
+        oim_scalar=cfg.oim_scalar,
+        loss_type="OIM",
+    )
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
     net.train(), oim.train()
     for _ in range(cfg.steps):
@@ -158,10 +165,12 @@ def summary(res: dict) -> str:
     for v in VARIANTS:
         r = res[v]
         sh = r["shares"]
-        lines.append(f"{TITLES[v]:<20s} acc {' '.join(f'{a:.2f}' for a in r['acc'])}"
-                     f"  (frequent {r['acc'][:nf].mean():.2f}, rare {r['acc'][nf:].mean():.2f})"
-                     f" | share {' '.join(f'{s:.2f}' for s in sh)}"
-                     f"  (frequent {sh[:nf].sum():.2f}, rare {sh[nf:].sum():.2f}, min/max {sh.min() / sh.max():.2f})")
+        lines.append(
+            f"{TITLES[v]:<20s} acc {' '.join(f'{a:.2f}' for a in r['acc'])}"
+            f"  (frequent {r['acc'][:nf].mean():.2f}, rare {r['acc'][nf:].mean():.2f})"
+            f" | share {' '.join(f'{s:.2f}' for s in sh)}"
+            f"  (frequent {sh[:nf].sum():.2f}, rare {sh[nf:].sum():.2f}, min/max {sh.min() / sh.max():.2f})"
+        )
     return "\n".join(lines)
 
 
@@ -189,21 +198,33 @@ def draw(res: dict, out: str | Path, grid: int = 300) -> Path:
         ax.pcolormesh(gx, gy, regions - 1, cmap=light, vmin=-0.5, vmax=cfg.n_ids - 0.5, shading="auto")
         for k in range(cfg.n_ids):
             sel = y == k + 1
-            ax.scatter(x[sel, 0], x[sel, 1], s=5 if k < nf else 9, color=colors[k], edgecolors="none",
-                       marker="o" if k < nf else "^")
+            ax.scatter(
+                x[sel, 0],
+                x[sel, 1],
+                s=5 if k < nf else 9,
+                color=colors[k],
+                edgecolors="none",
+                marker="o" if k < nf else "^",
+            )
         ax.plot(0, 0, marker="+", color="k", ms=10)
         c = r["net"].origin_in_input()
         if c is not None:
             ax.plot(c[0], c[1], marker="x", color="k", ms=9, mew=2)
         acc = " ".join(f"{a:.2f}" for a in r["acc"])
         sh = r["shares"]
-        ax.set_title(f"{TITLES[v]}\nper-id acc {acc}\nacc frequent {r['acc'][:nf].mean():.2f} / rare {r['acc'][nf:].mean():.2f}"
-                     f"\nangular share frequent {sh[:nf].sum():.0%} / rare {sh[nf:].sum():.0%}, min/max {sh.min() / sh.max():.2f}", fontsize=9)
+        ax.set_title(
+            f"{TITLES[v]}\nper-id acc {acc}\nacc frequent {r['acc'][:nf].mean():.2f} / rare {r['acc'][nf:].mean():.2f}"
+            f"\nangular share frequent {sh[:nf].sum():.0%} / rare {sh[nf:].sum():.0%}, min/max {sh.min() / sh.max():.2f}",
+            fontsize=9,
+        )
         ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1])
         ax.set_aspect("equal")
         ax.tick_params(labelsize=7)
-    fig.suptitle(f"ids 1-{nf} sampled {cfg.ratio}x more often (dots) than ids {nf + 1}-{cfg.n_ids} (triangles); "
-                 "+ origin, x = point the norm maps to the origin", fontsize=9)
+    fig.suptitle(
+        f"ids 1-{nf} sampled {cfg.ratio}x more often (dots) than ids {nf + 1}-{cfg.n_ids} (triangles); "
+        "+ origin, x = point the norm maps to the origin",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

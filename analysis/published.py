@@ -42,7 +42,9 @@ def load_published(path: str | Path = CSV_PATH) -> dict[str, Published]:
     out: dict[str, Published] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        need = {"method", "source", "verified"} | {f"{d}_{m}" for d in DATASET_PREFIX.values() for m in METRIC_SUFFIX.values()}
+        need = {"method", "source", "verified"} | {
+            f"{d}_{m}" for d in DATASET_PREFIX.values() for m in METRIC_SUFFIX.values()
+        }
         missing = need - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

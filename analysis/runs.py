@@ -69,8 +69,17 @@ def _run_to_trial(run) -> TrialRun | None:
     except ValueError:
         index = 10**6
     dataset = tags.get("dataset") or run.data.params.get("INPUT.DATASET", "?")
-    return TrialRun(run.info.run_id, tags["row"], index, tags.get("paper_label", ""), tags.get("seed", "?"),
-                    dataset, run.info.status, int(run.info.start_time or 0), dict(run.data.metrics))
+    return TrialRun(
+        run.info.run_id,
+        tags["row"],
+        index,
+        tags.get("paper_label", ""),
+        tags.get("seed", "?"),
+        dataset,
+        run.info.status,
+        int(run.info.start_time or 0),
+        dict(run.data.metrics),
+    )
 
 
 def _search_all(client, experiment_ids: list[str], filter_string: str) -> list:
@@ -100,8 +109,10 @@ def load_runs(client, *, parent_ids: list[str] = (), experiment: str | None = No
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = [e.name for e in client.search_experiments()]
-            raise ValueError(f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}; "
-                             f"known: {', '.join(names) or 'none'}")
+            raise ValueError(
+                f"--experiment {experiment}: no such MLflow experiment at {client.tracking_uri}; "
+                f"known: {', '.join(names) or 'none'}"
+            )
         out.extend(t for t in map(_run_to_trial, _search_all(client, [exp.experiment_id], "")) if t)
     return out
 

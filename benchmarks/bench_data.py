@@ -34,8 +34,11 @@ def _same(a: dict, b: dict) -> bool:
         if len(a[s]) != len(b[s]):
             return False
         for ra, rb in zip(a[s], b[s]):
-            if (ra["img_name"], ra["img_path"], ra["cam_id"]) != (rb["img_name"], rb["img_path"], rb["cam_id"]) \
-                    or not np.array_equal(ra["boxes"], rb["boxes"]) or not np.array_equal(ra["pids"], rb["pids"]):
+            if (
+                (ra["img_name"], ra["img_path"], ra["cam_id"]) != (rb["img_name"], rb["img_path"], rb["cam_id"])
+                or not np.array_equal(ra["boxes"], rb["boxes"])
+                or not np.array_equal(ra["pids"], rb["pids"])
+            ):
                 return False
     return True
 
@@ -46,14 +49,27 @@ def bench_annotation_cache(quick: bool) -> dict:
     try:
         root = os.path.join(tmp, "prw")
         t0 = time.perf_counter()
-        generate(root, "prw", seed=0, identities=800 if not quick else 200, frames=frames,
-                 size="320x240", annotations_only=True)
+        generate(
+            root,
+            "prw",
+            seed=0,
+            identities=800 if not quick else 200,
+            frames=frames,
+            size="320x240",
+            annotations_only=True,
+        )
         gen_s = time.perf_counter() - t0
         first_s, first = _load_all(root)
         cached_s, cached = _load_all(root)
-        return {"name": "annotation_cache", "reference_s": first_s, "fast_s": cached_s,
-                "speedup": first_s / cached_s, "agree": _same(first, cached), "frames": frames,
-                "generation_s": gen_s}
+        return {
+            "name": "annotation_cache",
+            "reference_s": first_s,
+            "fast_s": cached_s,
+            "speedup": first_s / cached_s,
+            "agree": _same(first, cached),
+            "frames": frames,
+            "generation_s": gen_s,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

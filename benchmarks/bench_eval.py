@@ -37,8 +37,11 @@ def _agree(fast, ref) -> tuple[bool, float]:
     hits_r = np.array([p[1] for p in ref["per_query"]], dtype=bool)
     diff = float(np.max(np.abs(ap_f - ap_r))) if ap_f.size else 0.0
     summ = fast.summary()
-    same = diff <= TOL and np.array_equal(fast.hits, hits_r) and all(
-        abs(summ[k] - ref[k]) <= TOL for k in ("mAP", "top1", "top5", "top10"))
+    same = (
+        diff <= TOL
+        and np.array_equal(fast.hits, hits_r)
+        and all(abs(summ[k] - ref[k]) <= TOL for k in ("mAP", "top1", "top5", "top10"))
+    )
     return bool(same), diff
 
 
@@ -70,10 +73,21 @@ def eval_prw(quick: bool = False) -> dict:
     full, full_s = _timed(lambda: evaluate_cache(cfg, cache, gallery, query))
     agree, diff = _agree(res, ref)
     n_det = int(sum(int((np.asarray(d)[:, 4] >= 0.5).sum()) for d in cache["gallery_dets"]))
-    return {"name": "eval_prw", "reference_s": ref_s, "fast_s": fast_s, "speedup": ref_s / fast_s,
-            "agree": agree, "max_ap_diff": diff, "queries": n_queries, "frames": n_frames,
-            "detections_searched": n_det, "mAP": full["mAP"], "top1": full["top1"],
-            "full_evaluate_s": full_s, "generate_s": gen_s + gen2}
+    return {
+        "name": "eval_prw",
+        "reference_s": ref_s,
+        "fast_s": fast_s,
+        "speedup": ref_s / fast_s,
+        "agree": agree,
+        "max_ap_diff": diff,
+        "queries": n_queries,
+        "frames": n_frames,
+        "detections_searched": n_det,
+        "mAP": full["mAP"],
+        "top1": full["top1"],
+        "full_evaluate_s": full_s,
+        "generate_s": gen_s + gen2,
+    }
 
 
 def eval_cuhk(quick: bool = False) -> dict:
@@ -95,10 +109,21 @@ def eval_cuhk(quick: bool = False) -> dict:
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": size})
     full, full_s = _timed(lambda: evaluate_cache(cfg, cache, gallery, query, protocol))
     agree, diff = _agree(res, ref)
-    return {"name": "eval_cuhk", "reference_s": ref_s, "fast_s": fast_s, "speedup": ref_s / fast_s,
-            "agree": agree, "max_ap_diff": diff, "queries": n_queries, "gallery_images": n_frames,
-            "gallery_size": size, "mAP": full["mAP"], "top1": full["top1"], "full_evaluate_s": full_s,
-            "generate_s": gen_s + gen2 + gen3}
+    return {
+        "name": "eval_cuhk",
+        "reference_s": ref_s,
+        "fast_s": fast_s,
+        "speedup": ref_s / fast_s,
+        "agree": agree,
+        "max_ap_diff": diff,
+        "queries": n_queries,
+        "gallery_images": n_frames,
+        "gallery_size": size,
+        "mAP": full["mAP"],
+        "top1": full["top1"],
+        "full_evaluate_s": full_s,
+        "generate_s": gen_s + gen2 + gen3,
+    }
 
 
 BENCHMARKS = {"eval_prw": eval_prw, "eval_cuhk": eval_cuhk}

@@ -93,14 +93,18 @@ def _memory_update(loss_type: str, quick: bool) -> dict:
         fast.cq_head.fill_(CQ_SIZE - 37)  # the batch wraps around the queue end
     lut, cq, head = fast.lut.clone(), fast.cq.clone(), int(fast.cq_head)
 
-    ref_lut, ref_cq, ref_head = sequential_memory_update(lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps)
+    ref_lut, ref_cq, ref_head = sequential_memory_update(
+        lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps
+    )
     fast.update_memory(x, labels, ious)
     err = max((fast.lut - ref_lut).abs().max().item(), (fast.cq - ref_cq).abs().max().item())
     agree = err <= 1e-5 and int(fast.cq_head) == ref_head
 
     t = _min_time(
         {
-            "reference": lambda: sequential_memory_update(lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps, inplace=True),
+            "reference": lambda: sequential_memory_update(
+                lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps, inplace=True
+            ),
             "fast": lambda: fast.update_memory(x, labels, ious),
         },
         repeats=5 if quick else 50,
@@ -168,7 +172,10 @@ def _protonorm(name: str, shape: tuple, quick: bool) -> dict:
     y_ref = reference_protonorm(x, labels, pn.eps, weight, bias)[0].detach()
     err = max((y_fast - y_ref).abs().max().item(), (g_fast - g_ref).abs().max().item())
 
-    t = _min_time({"reference": run_reference, "fast": run_fast, "floor": run_floor}, repeats=(3 if two_d else 20) if quick else (5 if two_d else 100))
+    t = _min_time(
+        {"reference": run_reference, "fast": run_fast, "floor": run_floor},
+        repeats=(3 if two_d else 20) if quick else (5 if two_d else 100),
+    )
     return {
         "name": name,
         "reference_s": t["reference"],

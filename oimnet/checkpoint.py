@@ -38,7 +38,9 @@ def _build(cfg):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oimnet.checkpoint", description=__doc__.split("\n\n")[1])
-    parser.add_argument("path", metavar="PATH", help="checkpoint file ({'model': state_dict, ...} or a bare state dict)")
+    parser.add_argument(
+        "path", metavar="PATH", help="checkpoint file ({'model': state_dict, ...} or a bare state dict)"
+    )
     add_config_args(parser)
     args = parse_args(parser, argv)
 
@@ -77,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot build the model of {source}: {exc}")
         return 1
     report = check_release_state_dict(model, state)
-    print(f"loading strictly into {source} "
-          f"(backbone {cfg.MODEL.BACKBONE.NAME}, norm {cfg.MODEL.ROI_HEAD.NORM_TYPE}, "
-          f"LUT {cfg.MODEL.LOSS.LUT_SIZE}, queue {cfg.MODEL.LOSS.CQ_SIZE}):")
+    print(
+        f"loading strictly into {source} "
+        f"(backbone {cfg.MODEL.BACKBONE.NAME}, norm {cfg.MODEL.ROI_HEAD.NORM_TYPE}, "
+        f"LUT {cfg.MODEL.LOSS.LUT_SIZE}, queue {cfg.MODEL.LOSS.CQ_SIZE}):"
+    )
     print(report.format())
     if report.ok:
         from oimnet.models.checkpoint_io import load_release_state_dict

@@ -29,7 +29,9 @@ def config_from_args(cfg_file: str | None, overrides: list[str]):
 
 
 def add_config_args(parser: argparse.ArgumentParser, cfg_required: bool = False) -> None:
-    parser.add_argument("--cfg", metavar="FILE", required=cfg_required, help="YAML config (the authors' files work as is)")
+    parser.add_argument(
+        "--cfg", metavar="FILE", required=cfg_required, help="YAML config (the authors' files work as is)"
+    )
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help=OVERRIDES_HELP)
 
 

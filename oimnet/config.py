@@ -311,24 +311,22 @@ def _set_key(cfg: DictConfig, key: str, value: Any, where: str = "") -> None:
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if isinstance(parent._get_node(leaf), DictConfig):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}{key}: is a section; set one of its keys, e.g. {key}.{next(iter(parent[leaf].keys()))}")
+            raise ConfigError(
+                f"{where}{key}: is a section; set one of its keys, e.g. {key}.{next(iter(parent[leaf].keys()))}"
+            )
         for k, v in value.items():
             _set_key(cfg, f"{key}.{k}", v, where)
         return
     try:
         parent[leaf] = value
     except OmegaConfBaseException:
-        raise ConfigError(
-            f"{where}{key}: invalid value {value!r}; expected {_schema_leaf_type(key)}"
-        ) from None
+        raise ConfigError(f"{where}{key}: invalid value {value!r}; expected {_schema_leaf_type(key)}") from None
 
 
 def _merge_mapping(cfg: DictConfig, data: dict, where: str, prefix: str = "") -> None:
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and key in set(_all_paths(cfg)) and isinstance(
-            OmegaConf.select(cfg, key), DictConfig
-        ):
+        if isinstance(v, dict) and key in set(_all_paths(cfg)) and isinstance(OmegaConf.select(cfg, key), DictConfig):
             _merge_mapping(cfg, v, where, key + ".")
         else:
             _set_key(cfg, key, v, where)

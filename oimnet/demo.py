@@ -34,8 +34,19 @@ from oimnet.data.transforms import resize, to_tensor
 from oimnet.viz import draw
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "GalleryFeatures", "Hit", "parse_box", "list_gallery", "load_model",
-    "prepare_image", "embed_gallery", "embed_query", "rank_frames", "draw_search", "default_cache_dir", "main",
+    "IMAGE_EXTENSIONS",
+    "GalleryFeatures",
+    "Hit",
+    "parse_box",
+    "list_gallery",
+    "load_model",
+    "prepare_image",
+    "embed_gallery",
+    "embed_query",
+    "rank_frames",
+    "draw_search",
+    "default_cache_dir",
+    "main",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -62,16 +73,16 @@ class GalleryFeatures:
 class Hit:
     """One ranked gallery frame: its best-matching detection."""
 
-    rank: int            # 1-based
+    rank: int  # 1-based
     path: str
-    box: np.ndarray      # (4,) original pixels
-    similarity: float    # cosine similarity to the query box, in [-1, 1]
+    box: np.ndarray  # (4,) original pixels
+    similarity: float  # cosine similarity to the query box, in [-1, 1]
     det_score: float
 
 
 # ------------------------------------------------------------------ inputs
 def parse_box(text: str) -> np.ndarray:
-    """"x1,y1,x2,y2" (pixels of the original image) -> float32 (4,); x2 > x1, y2 > y1."""
+    """ "x1,y1,x2,y2" (pixels of the original image) -> float32 (4,); x2 > x1, y2 > y1."""
     try:
         box = np.array([float(v) for v in text.split(",")], dtype=np.float32)
     except ValueError:
@@ -138,17 +149,29 @@ def cache_key(ckpt: str, cfg, paths: list[str]) -> str:
     every gallery image (path, mtime, size)."""
     from omegaconf import OmegaConf
 
-    payload = {"v": CACHE_VERSION, "ckpt": _stat(ckpt), "cfg": OmegaConf.to_yaml(cfg),
-               "images": [_stat(p) for p in paths]}
+    payload = {
+        "v": CACHE_VERSION,
+        "ckpt": _stat(ckpt),
+        "cfg": OmegaConf.to_yaml(cfg),
+        "images": [_stat(p) for p in paths],
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _save_features(path: Path, g: GalleryFeatures, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"key": key, "paths": list(g.paths), "boxes": torch.from_numpy(g.boxes),
-                "scores": torch.from_numpy(g.scores), "feats": torch.from_numpy(g.feats),
-                "image_index": torch.from_numpy(g.image_index)}, tmp)
+    torch.save(
+        {
+            "key": key,
+            "paths": list(g.paths),
+            "boxes": torch.from_numpy(g.boxes),
+            "scores": torch.from_numpy(g.scores),
+            "feats": torch.from_numpy(g.feats),
+            "image_index": torch.from_numpy(g.image_index),
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -160,8 +183,13 @@ def _load_features(path: Path, key: str) -> GalleryFeatures | None:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if obj.get("key") != key:
             return None
-        return GalleryFeatures(list(obj["paths"]), obj["boxes"].numpy(), obj["scores"].numpy(),
-                               obj["feats"].numpy(), obj["image_index"].numpy())
+        return GalleryFeatures(
+            list(obj["paths"]),
+            obj["boxes"].numpy(),
+            obj["scores"].numpy(),
+            obj["feats"].numpy(),
+            obj["image_index"].numpy(),
+        )
     except Exception:  # noqa: BLE001 - a broken cache file is recomputed, never fatal
         return None
 
@@ -174,7 +202,7 @@ def _detect_all(model, cfg, paths: list[str], device: torch.device, progress: bo
     boxes, scores, feats, index = [], [], [], []
     bar = tqdm(total=len(paths), desc="gallery", unit="img", disable=not progress, file=sys.stderr)
     for start in range(0, len(paths), batch):
-        chunk = [prepare_image(p, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE) for p in paths[start:start + batch]]
+        chunk = [prepare_image(p, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE) for p in paths[start : start + batch]]
         outputs = model([img.to(device) for img, _, _ in chunk])
         for k, (out, (_, scale, _)) in enumerate(zip(outputs, chunk)):
             n = len(out["boxes"])
@@ -185,14 +213,25 @@ def _detect_all(model, cfg, paths: list[str], device: torch.device, progress: bo
         bar.update(len(chunk))
     bar.close()
     dim = feats[0].shape[1] if feats else 0
-    return GalleryFeatures(list(paths), np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
-                           np.concatenate(scores).astype(np.float32),
-                           np.concatenate(feats).astype(np.float32).reshape(-1, dim),
-                           np.concatenate(index))
+    return GalleryFeatures(
+        list(paths),
+        np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
+        np.concatenate(scores).astype(np.float32),
+        np.concatenate(feats).astype(np.float32).reshape(-1, dim),
+        np.concatenate(index),
+    )
 
 
-def embed_gallery(model, cfg, paths: list[str], device: torch.device, *, ckpt: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, progress: bool = True) -> tuple[GalleryFeatures, bool]:
+def embed_gallery(
+    model,
+    cfg,
+    paths: list[str],
+    device: torch.device,
+    *,
+    ckpt: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[GalleryFeatures, bool]:
     """Detections and embeddings of every gallery image.
 
     With ``cache_dir`` and ``ckpt`` the result is read from / written to
@@ -221,8 +260,9 @@ def embed_query(model, cfg, path: str, box, device: torch.device) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ ranking
-def rank_frames(query_feat: np.ndarray, gallery: GalleryFeatures, top: int,
-                exclude: set[str] | frozenset = frozenset()) -> list[Hit]:
+def rank_frames(
+    query_feat: np.ndarray, gallery: GalleryFeatures, top: int, exclude: set[str] | frozenset = frozenset()
+) -> list[Hit]:
     """The ``top`` frames whose best detection is most similar (cosine) to the
     query, best first; frames in ``exclude`` (absolute paths) are skipped.
     Ties keep detection order."""
@@ -240,34 +280,62 @@ def rank_frames(query_feat: np.ndarray, gallery: GalleryFeatures, top: int,
     # first (= best) detection of each frame along the ranking
     _, first = np.unique(gallery.image_index[order], return_index=True)
     best = order[np.sort(first)][:top]
-    return [Hit(rank=i + 1, path=gallery.paths[gallery.image_index[d]], box=gallery.boxes[d].copy(),
-                similarity=float(sims[d]), det_score=float(gallery.scores[d])) for i, d in enumerate(best)]
+    return [
+        Hit(
+            rank=i + 1,
+            path=gallery.paths[gallery.image_index[d]],
+            box=gallery.boxes[d].copy(),
+            similarity=float(sims[d]),
+            det_score=float(gallery.scores[d]),
+        )
+        for i, d in enumerate(best)
+    ]
 
 
 def draw_search(query_path: str, query_box, hits: list[Hit], layout: draw.Layout = draw.Layout()) -> Image.Image:
     """The figure: query crop, then each hit's frame around its box with rank and similarity."""
-    tiles = [draw.Tile(draw.load_rgb(query_path), np.asarray(query_box, np.float32),
-                       ["query", os.path.basename(query_path)], draw.YELLOW)]
+    tiles = [
+        draw.Tile(
+            draw.load_rgb(query_path),
+            np.asarray(query_box, np.float32),
+            ["query", os.path.basename(query_path)],
+            draw.YELLOW,
+        )
+    ]
     for h in hits:
-        tiles.append(draw.Tile(draw.load_rgb(h.path), h.box, [f"#{h.rank}  sim {h.similarity:.3f}",
-                                                             os.path.basename(h.path)], draw.BLUE, str(h.rank)))
+        tiles.append(
+            draw.Tile(
+                draw.load_rgb(h.path),
+                h.box,
+                [f"#{h.rank}  sim {h.similarity:.3f}", os.path.basename(h.path)],
+                draw.BLUE,
+                str(h.rank),
+            )
+        )
     title = f"query {os.path.basename(query_path)}: top {len(hits)} frames by cosine similarity"
     return draw.render_strip(tiles, layout, title=title)
 
 
 # ------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m oimnet.demo", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint ({'model': state_dict} or a bare state dict)")
+    p = argparse.ArgumentParser(
+        prog="python -m oimnet.demo",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--ckpt", required=True, metavar="PATH", help="checkpoint ({'model': state_dict} or a bare state dict)"
+    )
     p.add_argument("--query", required=True, metavar="IMAGE", help="image holding the query person")
     p.add_argument("--box", required=True, metavar="x1,y1,x2,y2", help="query box in the image's pixels")
     p.add_argument("--gallery", required=True, metavar="DIR_OR_LIST", help="folder of images or text file listing them")
     p.add_argument("--top", type=int, default=5, metavar="K", help="frames to show (default 5)")
     p.add_argument("--out", default="search.png", metavar="FILE.png", help="figure path (default search.png)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's DEVICE)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR", help=f"gallery feature cache (default {default_cache_dir()})")
+    p.add_argument(
+        "--cache-dir", default=None, metavar="DIR", help=f"gallery feature cache (default {default_cache_dir()})"
+    )
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     add_config_args(p, cfg_required=True)
     return p
@@ -301,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     hits = rank_frames(query_feat, gallery, args.top, exclude={str(Path(args.query).resolve())})
     out = draw.save_png(draw_search(args.query, box, hits), args.out)
-    print(f"gallery: {len(paths)} images, {len(gallery.boxes)} detections"
-          f"{' (features from cache)' if cached else ''}")
+    print(f"gallery: {len(paths)} images, {len(gallery.boxes)} detections{' (features from cache)' if cached else ''}")
     for h in hits:
-        print(f"  #{h.rank}  sim {h.similarity:.3f}  {os.path.basename(h.path)}  "
-              f"box {', '.join(f'{v:.0f}' for v in h.box)}")
+        print(
+            f"  #{h.rank}  sim {h.similarity:.3f}  {os.path.basename(h.path)}  "
+            f"box {', '.join(f'{v:.0f}' for v in h.box)}"
+        )
     print(f"figure: {out}")
     return 0
 

@@ -22,13 +22,19 @@ from oimnet.cli import add_config_args, config_from_args, parse_args, usage_erro
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m oimnet.evaluate", description=__doc__.split("\n\n")[0])
     add_config_args(p)
-    p.add_argument("--cache", metavar="PATH", help="eval cache to re-score (torch.save dict of lists); "
-                   "with --ckpt: where to write the computed cache")
+    p.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="eval cache to re-score (torch.save dict of lists); with --ckpt: where to write the computed cache",
+    )
     p.add_argument("--ckpt", metavar="PATH", help="checkpoint: compute the eval cache with the model first")
     p.add_argument("--json", action="store_true", help="print one JSON object of scalar metrics instead of a table")
     p.add_argument("--out", metavar="RESULTS.json", help="write the full results (per-query top-10) here")
-    p.add_argument("--multi-view", action="store_true",
-                   help="PRW: main metrics on the cross-camera variant (both are always reported)")
+    p.add_argument(
+        "--multi-view",
+        action="store_true",
+        help="PRW: main metrics on the cross-camera variant (both are always reported)",
+    )
     return p
 
 
@@ -81,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             cache = load_cache(args.cache)
         gallery, query, protocol = _load_data(cfg)
         name = f"eval cache {args.cache}" if args.cache else f"eval cache computed from {args.ckpt}"
-        metrics = evaluate_cache(cfg, cache, gallery, query, protocol, multi_view=args.multi_view or None,
-                                 cache_name=name)
+        metrics = evaluate_cache(
+            cfg, cache, gallery, query, protocol, multi_view=args.multi_view or None, cache_name=name
+        )
     except (CacheError, ValueError) as exc:
         usage_error(str(exc))
     if args.out:

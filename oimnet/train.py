@@ -33,11 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR (and its MLflow run)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR (and its MLflow run)"
+    )
     p.add_argument("--eval", action="store_true", help="only evaluate the checkpoint given by --ckpt")
     p.add_argument("--ckpt", metavar="PATH", help="checkpoint to evaluate (ours or the authors' release)")
     p.add_argument("--print-config", action="store_true", help="print the merged config as YAML and exit")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's local store)")
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's local store)",
+    )
     add_config_args(p)
     return p
 

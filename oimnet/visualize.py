@@ -94,15 +94,29 @@ def _image(path: str) -> Image.Image:
     return draw.load_rgb(path)
 
 
-def draw_query(row: dict, root: str | os.PathLike, index: int | None = None,
-               layout: draw.Layout = draw.Layout()) -> Image.Image:
+def draw_query(
+    row: dict, root: str | os.PathLike, index: int | None = None, layout: draw.Layout = draw.Layout()
+) -> Image.Image:
     """One query's strip: query crop + its top-10, green correct / red wrong."""
-    tiles = [draw.Tile(_image(str(find_image(root, row["img_name"]))), np.asarray(row["box"], np.float32),
-                       ["query" + (f" pid {row['pid']}" if "pid" in row else ""), row["img_name"]], draw.YELLOW)]
+    tiles = [
+        draw.Tile(
+            _image(str(find_image(root, row["img_name"]))),
+            np.asarray(row["box"], np.float32),
+            ["query" + (f" pid {row['pid']}" if "pid" in row else ""), row["img_name"]],
+            draw.YELLOW,
+        )
+    ]
     for rank, hit in enumerate(row["top10"], 1):
         color = draw.GREEN if hit["correct"] else draw.RED
-        tiles.append(draw.Tile(_image(str(find_image(root, hit["img_name"]))), np.asarray(hit["box"], np.float32),
-                               [f"#{rank}  sim {float(hit['score']):.3f}", hit["img_name"]], color, str(rank)))
+        tiles.append(
+            draw.Tile(
+                _image(str(find_image(root, hit["img_name"]))),
+                np.asarray(hit["box"], np.float32),
+                [f"#{rank}  sim {float(hit['score']):.3f}", hit["img_name"]],
+                color,
+                str(rank),
+            )
+        )
     n_ok = sum(bool(h["correct"]) for h in row["top10"])
     title = f"query {'' if index is None else f'{index} '}{row['img_name']}: {n_ok}/{len(row['top10'])} correct in the top {len(row['top10'])}"
     if "ap" in row:
@@ -117,9 +131,12 @@ def output_name(index: int, row: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m oimnet.visualize", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m oimnet.visualize",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--results", required=True, metavar="RESULTS.json", help="results JSON of an evaluation")
     p.add_argument("--root", required=True, metavar="DATA_ROOT", help="dataset root holding the images")
     p.add_argument("--failures", action="store_true", help="only queries whose top-1 match is wrong")

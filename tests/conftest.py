@@ -32,12 +32,23 @@ def smoke_run(tmp_path_factory):
         return load_config(str(out / "config.yaml"), ["DEVICE", "cpu"]), ckpt
     work = tmp_path_factory.mktemp("smoke")
     out, data = work / "out", work / "data"
-    cmd = [sys.executable, "-m", "oimnet.train", "--cfg", str(SMOKE_CFG), "--tracking-uri",
-           f"sqlite:///{work / 'mlflow.db'}", "OUTPUT_DIR", str(out), "INPUT.DATA_ROOT", str(data), "DEVICE", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "oimnet.train",
+        "--cfg",
+        str(SMOKE_CFG),
+        "--tracking-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "OUTPUT_DIR",
+        str(out),
+        "INPUT.DATA_ROOT",
+        str(data),
+        "DEVICE",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3000)
     ckpt = _last_checkpoint(out)
     if proc.returncode != 0 or ckpt is None:
         pytest.fail(f"smoke training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return load_config(str(out / "config.yaml"), ["DEVICE", "cpu"]), ckpt
-
-

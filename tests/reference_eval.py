@@ -129,8 +129,10 @@ def _one_query(cands, kept, names, qfeat, context, k1, cbgm):
     order = np.lexsort((np.arange(len(rows)), -np.asarray(y_score, dtype=np.float64)))
     ranked = [y_true[t] for t in order]
     hits = [any(ranked[:k]) for k in TOPK]
-    top10 = [(names[rows[t][0]], [float(v) for v in kept[rows[t][0]][0][rows[t][1], :4]],
-              float(y_score[t]), bool(y_true[t])) for t in order[:10]]
+    top10 = [
+        (names[rows[t][0]], [float(v) for v in kept[rows[t][0]][0][rows[t][1], :4]], float(y_score[t]), bool(y_true[t]))
+        for t in order[:10]
+    ]
     return ap, hits, count_tp, count_gt, top10
 
 
@@ -162,7 +164,9 @@ def ref_search_prw(gallery, query, cache, multi_view=False, cbgm=False, k1=30, k
             if multi_view and g["cam_id"] == qrec["cam_id"]:
                 continue
             gt = None
-            for box, p in zip(np.asarray(g["boxes"], dtype=np.float64).reshape(-1, 4), np.asarray(g["pids"]).reshape(-1)):
+            for box, p in zip(
+                np.asarray(g["boxes"], dtype=np.float64).reshape(-1, 4), np.asarray(g["pids"]).reshape(-1)
+            ):
                 if p == pid:
                     gt = box
                     break
@@ -180,8 +184,10 @@ def ref_search_cuhk(gallery, query, cache, protocol, cbgm=False, k1=10, k2=3, sc
     pos_of = {n: i for i, n in enumerate(names)}
     per = []
     for q in range(len(query)):
-        cands = sorted((pos_of[e["img_name"]], None if e["box"] is None else np.asarray(e["box"], dtype=np.float64))
-                       for e in protocol[q])
+        cands = sorted(
+            (pos_of[e["img_name"]], None if e["box"] is None else np.asarray(e["box"], dtype=np.float64))
+            for e in protocol[q]
+        )
         qfeat = np.asarray(cache["query_box_feats"][q], dtype=np.float64).reshape(-1)
         ctx = _context(cache, q, k2) if cbgm else []
         per.append(_one_query(cands, kept, names, qfeat, ctx, k1, cbgm))

@@ -101,4 +101,3 @@ def reference_running_stats(
     new_mean = (1 - momentum) * running_mean + momentum * mean
     new_var = (1 - momentum) * running_var + momentum * var * n / (n - 1)
     return new_mean, new_var
-

@@ -31,16 +31,32 @@ def store(tmp_path_factory):
     parent = RunLogger.start(uri, "abl-test", run_name="sweep", tags={"grid": "micro"})
     for (row, idx, label), seeds in LOGGED.items():
         for seed, (maps, top1) in seeds.items():
-            run = RunLogger.start(uri, "abl-test", run_name=f"{row} s{seed}", parent_run_id=parent.run_id,
-                                  tags={"row": row, "row_index": str(idx), "paper_label": label, "seed": str(seed),
-                                        "dataset": "prw"})
+            run = RunLogger.start(
+                uri,
+                "abl-test",
+                run_name=f"{row} s{seed}",
+                parent_run_id=parent.run_id,
+                tags={"row": row, "row_index": str(idx), "paper_label": label, "seed": str(seed), "dataset": "prw"},
+            )
             for epoch, m in enumerate(maps, start=1):
-                run.log_metrics({"mAP": m, "top1": top1 - 0.1 * (2 - epoch), "det_ap": 0.6, "det_recall": 0.7,
-                                 "top5": 0.95, "top10": 0.97}, step=epoch)
+                run.log_metrics(
+                    {
+                        "mAP": m,
+                        "top1": top1 - 0.1 * (2 - epoch),
+                        "det_ap": 0.6,
+                        "det_recall": 0.7,
+                        "top5": 0.95,
+                        "top10": 0.97,
+                    },
+                    step=epoch,
+                )
             run.end("FINISHED")
-    failed = RunLogger.start(uri, "abl-test", parent_run_id=parent.run_id,
-                             tags={"row": "OIMNet++", "row_index": "1", "paper_label": "OIMNet++", "seed": "3",
-                                   "dataset": "prw"})
+    failed = RunLogger.start(
+        uri,
+        "abl-test",
+        parent_run_id=parent.run_id,
+        tags={"row": "OIMNet++", "row_index": "1", "paper_label": "OIMNet++", "seed": "3", "dataset": "prw"},
+    )
     failed.log_metrics({"mAP": 0.99, "top1": 0.99}, step=1)
     failed.end("FAILED")
     parent.end("FINISHED")
@@ -59,7 +75,10 @@ def test_markdown_shows_mean_std_over_seeds_and_published_beside(store):
     text, plots = make_table(parent_ids=[parent], tracking_uri=uri)
     assert plots == []
     lines = text.splitlines()
-    assert lines[0] == "| row | paper label | seeds | PRW mAP | PRW top-1 | PRW mAP (published†) | PRW top-1 (published†) |"
+    assert (
+        lines[0]
+        == "| row | paper label | seeds | PRW mAP | PRW top-1 | PRW mAP (published†) | PRW top-1 (published†) |"
+    )
     # OIMNet: mAP 30, 40 -> 35.0 ± 7.1; top-1 50, 70 -> 60.0 ± 14.1; no published value (OIM != OIMNet).
     assert lines[2] == "| OIMNet | OIMNet | 2 | 35.0 ± 7.1 | 60.0 ± 14.1 |  |  |"
     # OIMNet++: mAP 50, 56 -> 53.0 ± 4.2; top-1 80, 90 -> 85.0 ± 7.1; the FAILED seed-3 run is left out.
@@ -97,8 +116,13 @@ def test_plots_are_written(store, tmp_path):
 def test_cli_reads_mlflow_tracking_uri_and_experiment(store, tmp_path):
     uri, parent = store
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    r = subprocess.run(CLI + ["--experiment", "abl-test", "--out", str(tmp_path / "t.md")], capture_output=True,
-                       text=True, env=env, timeout=120)
+    r = subprocess.run(
+        CLI + ["--experiment", "abl-test", "--out", str(tmp_path / "t.md")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "t.md").read_text()
     assert "| OIMNet++ | OIMNet++ | 2 | 53.0 ± 4.2 | 85.0 ± 7.1 | 46.8† | 83.9† |" in text

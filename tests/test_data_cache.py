@@ -31,8 +31,9 @@ def make_prw(root, pid=5):
 
 def rewrite_annotation(root, pid):
     """Rewrite only c1s1_000001's annotation (same size) with another id."""
-    scipy.io.savemat(os.path.join(root, "annotations", "c1s1_000001.jpg.mat"),
-                     {"box_new": np.array([[pid, 1, 2, 3, 4]], float)})
+    scipy.io.savemat(
+        os.path.join(root, "annotations", "c1s1_000001.jpg.mat"), {"box_new": np.array([[pid, 1, 2, 3, 4]], float)}
+    )
 
 
 def _pid(root):

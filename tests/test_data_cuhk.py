@@ -49,22 +49,35 @@ POOL = ["s5.jpg", "s3.jpg", "s4.jpg"]
 
 
 def write_images(root, images):
-    rows = [{"imname": n, "nAppear": np.array([[len(b)]], float),
-             "idlocate": struct([{"idlocate": box(*x)} for x in b], ["idlocate"])} for n, b in images.items()]
-    scipy.io.savemat(os.path.join(root, "annotation", "Images.mat"),
-                     {"Img": struct(rows, ["imname", "nAppear", "idlocate"])})
+    rows = [
+        {
+            "imname": n,
+            "nAppear": np.array([[len(b)]], float),
+            "idlocate": struct([{"idlocate": box(*x)} for x in b], ["idlocate"]),
+        }
+        for n, b in images.items()
+    ]
+    scipy.io.savemat(
+        os.path.join(root, "annotation", "Images.mat"), {"Img": struct(rows, ["imname", "nAppear", "idlocate"])}
+    )
 
 
 def write_testg(root, size, items):
     """items: [(query name, query box, [(gallery name, box or EMPTY)])]."""
     rows = []
     for qname, qbox, gallery in items:
-        q = struct([{"imname": qname, "idlocate": qbox, "ishard": np.array([[0.0]]), "idname": "p1"}],
-                   ["imname", "idlocate", "ishard", "idname"])
-        g = struct([{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])} for n, b in gallery],
-                   ["imname", "idlocate", "ishard"])
+        q = struct(
+            [{"imname": qname, "idlocate": qbox, "ishard": np.array([[0.0]]), "idname": "p1"}],
+            ["imname", "idlocate", "ishard", "idname"],
+        )
+        g = struct(
+            [{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])} for n, b in gallery],
+            ["imname", "idlocate", "ishard"],
+        )
         rows.append({"Query": q, "Gallery": g})
-    scipy.io.savemat(os.path.join(root, PROTO, f"TestG{size}.mat"), {f"TestG{size}": struct(rows, ["Query", "Gallery"])})
+    scipy.io.savemat(
+        os.path.join(root, PROTO, f"TestG{size}.mat"), {f"TestG{size}": struct(rows, ["Query", "Gallery"])}
+    )
 
 
 @pytest.fixture
@@ -80,20 +93,42 @@ def cuhk_root(tmp_path):
         [("s2.jpg", box(40, 40, 10, 20)), ("s1.jpg", box(10, 10, 20, 40))],
         [("s1.jpg", box(30, 5, 15, 31)), ("s2.jpg", box(0, 0, 10, 20))],  # first box off by one pixel
     ]
-    train = cells([struct([{"idname": f"p{k}", "nAppear": np.array([[len(sc)]], float),
-                            "scene": struct([{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])} for n, b in sc],
-                                            ["imname", "idlocate", "ishard"])}],
-                          ["idname", "nAppear", "scene"]) for k, sc in enumerate(identities, 1)])
+    train = cells(
+        [
+            struct(
+                [
+                    {
+                        "idname": f"p{k}",
+                        "nAppear": np.array([[len(sc)]], float),
+                        "scene": struct(
+                            [{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])} for n, b in sc],
+                            ["imname", "idlocate", "ishard"],
+                        ),
+                    }
+                ],
+                ["idname", "nAppear", "scene"],
+            )
+            for k, sc in enumerate(identities, 1)
+        ]
+    )
     scipy.io.savemat(os.path.join(root, PROTO, "Train.mat"), {"Train": train})
-    write_testg(root, 50, [
-        ("s3.jpg", box(20, 20, 10, 10), [("s4.jpg", box(20, 20, 10, 10)), ("s5.jpg", EMPTY)]),
-        # labelling stops at the first empty entry: s4's (2, 2, 8, 8) stays unlabeled
-        ("s5.jpg", box(3, 3, 9, 9), [("s3.jpg", EMPTY), ("s4.jpg", box(2, 2, 8, 8))]),
-    ])
-    write_testg(root, 100, [
-        ("s3.jpg", box(20, 20, 10, 10), [("s5.jpg", EMPTY), ("s4.jpg", EMPTY)]),
-        ("s5.jpg", box(3, 3, 9, 9), [("s4.jpg", box(2, 2, 8, 8)), ("s3.jpg", EMPTY)]),
-    ])
+    write_testg(
+        root,
+        50,
+        [
+            ("s3.jpg", box(20, 20, 10, 10), [("s4.jpg", box(20, 20, 10, 10)), ("s5.jpg", EMPTY)]),
+            # labelling stops at the first empty entry: s4's (2, 2, 8, 8) stays unlabeled
+            ("s5.jpg", box(3, 3, 9, 9), [("s3.jpg", EMPTY), ("s4.jpg", box(2, 2, 8, 8))]),
+        ],
+    )
+    write_testg(
+        root,
+        100,
+        [
+            ("s3.jpg", box(20, 20, 10, 10), [("s5.jpg", EMPTY), ("s4.jpg", EMPTY)]),
+            ("s5.jpg", box(3, 3, 9, 9), [("s4.jpg", box(2, 2, 8, 8)), ("s3.jpg", EMPTY)]),
+        ],
+    )
     return root
 
 
@@ -118,7 +153,10 @@ def test_train_records(cuhk_root):
     assert recs[0]["boxes"].dtype == np.float32 and recs[0]["pids"].dtype == np.int64
     assert num_train_ids("CUHK-SYSU", cuhk_root) == 2
     assert parse_stats("CUHK-SYSU", cuhk_root, use_cache=False) == {
-        "dropped_boxes": 2, "unmatched_train": 1, "unmatched_test": 0}
+        "dropped_boxes": 2,
+        "unmatched_train": 1,
+        "unmatched_test": 0,
+    }
 
 
 def test_gallery_and_query_records(cuhk_root):

@@ -31,16 +31,20 @@ def root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("loader") / "prw")
     os.makedirs(os.path.join(root, "annotations"))
     os.makedirs(os.path.join(root, "frames"))
-    names = {"train": [f"c{1 + i % 6}s1_{i:06d}" for i in range(8)],
-             "test": [f"c{1 + i % 6}s2_{i:06d}" for i in range(3)]}
+    names = {
+        "train": [f"c{1 + i % 6}s1_{i:06d}" for i in range(8)],
+        "test": [f"c{1 + i % 6}s2_{i:06d}" for i in range(3)],
+    }
     for split, ns in names.items():
         for i, n in enumerate(ns):
             x = 4 + 4 * i
             rows = [] if (split == "train" and i == 5) else [[i + 1, x, 8, 12, 24], [-2, 40, 10, 8, 16]]
-            scipy.io.savemat(os.path.join(root, "annotations", n + ".jpg.mat"), {"box_new": np.array(rows, float).reshape(-1, 5)})
+            scipy.io.savemat(
+                os.path.join(root, "annotations", n + ".jpg.mat"), {"box_new": np.array(rows, float).reshape(-1, 5)}
+            )
             arr = np.full((H, W, 3), 128, np.uint8)
             if rows:
-                arr[8:32, x:x + 12] = (255, 0, 0)
+                arr[8:32, x : x + 12] = (255, 0, 0)
             Image.fromarray(arr).save(os.path.join(root, "frames", n + ".jpg"), quality=100)
     scipy.io.savemat(os.path.join(root, "frame_train.mat"), {"img_index_train": _cells(names["train"])})
     scipy.io.savemat(os.path.join(root, "frame_test.mat"), {"img_index_test": _cells(names["test"])})
@@ -50,8 +54,16 @@ def root(tmp_path_factory):
 
 
 def cfg_for(root, **kw):
-    inp = {"DATASET": "PRW", "DATA_ROOT": root, "MIN_SIZE": 96, "MAX_SIZE": 120, "BATCH_SIZE_TRAIN": 3,
-           "BATCH_SIZE_TEST": 2, "NUM_WORKERS_TRAIN": 0, "NUM_WORKERS_TEST": 0}
+    inp = {
+        "DATASET": "PRW",
+        "DATA_ROOT": root,
+        "MIN_SIZE": 96,
+        "MAX_SIZE": 120,
+        "BATCH_SIZE_TRAIN": 3,
+        "BATCH_SIZE_TEST": 2,
+        "NUM_WORKERS_TRAIN": 0,
+        "NUM_WORKERS_TEST": 0,
+    }
     inp.update(kw)
     return OmegaConf.create({"INPUT": inp, "SEED": 3})
 
@@ -80,8 +92,8 @@ def test_test_loader_resize_and_order(root):
         assert t["labels"].dtype == torch.int64 and t["labels"].tolist() == r["pids"].tolist()
         # the red block lies inside the first box (not flipped)
         x1, y1, x2, y2 = t["boxes"][0].round().int().tolist()
-        assert float(im[0, y1 + 3:y2 - 3, x1 + 3:x2 - 3].mean()) > 0.9
-        assert float(im[1, y1 + 3:y2 - 3, x1 + 3:x2 - 3].mean()) < 0.1
+        assert float(im[0, y1 + 3 : y2 - 3, x1 + 3 : x2 - 3].mean()) > 0.9
+        assert float(im[1, y1 + 3 : y2 - 3, x1 + 3 : x2 - 3].mean()) < 0.1
     q = list(build_test_loader(cfg_for(root), "query"))
     assert len(q) == 1 and q[0][1][0]["boxes"].shape == (1, 4)
 
@@ -93,7 +105,7 @@ def _epoch(loader):
             out.append((t["img_name"], t["index"], tuple(t["boxes"][0].tolist())))
             # wherever the first box went (flipped or not), the red block is inside it
             x1, y1, x2, y2 = t["boxes"][0].round().int().tolist()
-            assert float(im[0, y1 + 3:y2 - 3, x1 + 3:x2 - 3].mean()) > 0.9
+            assert float(im[0, y1 + 3 : y2 - 3, x1 + 3 : x2 - 3].mean()) > 0.9
             assert im.shape[1:] == (90, 120)
     return out
 
@@ -105,8 +117,7 @@ def test_train_loader_skips_empty_flips_and_is_reproducible(root):
     recs = load_records("PRW", root, "train")
     assert all(len(recs[i]["boxes"]) for _, i, _ in e0 + e1)
     assert e0 != e1  # a new order/flips per epoch
-    flipped = {name for name, i, b in e0 + e1
-               if not np.allclose(b, recs[i]["boxes"][0] * (120 / 64))}
+    flipped = {name for name, i, b in e0 + e1 if not np.allclose(b, recs[i]["boxes"][0] * (120 / 64))}
     assert flipped  # some images are mirrored ...
     for _name, i, b in e0 + e1:
         unflipped = recs[i]["boxes"][0] * (120 / 64)

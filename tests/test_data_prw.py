@@ -26,8 +26,9 @@ def write_prw(root, train, test, queries_text, images=True):
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     os.makedirs(os.path.join(root, "frames"), exist_ok=True)
     for name, (var, rows) in {**train, **test}.items():
-        scipy.io.savemat(os.path.join(root, "annotations", name + ".jpg.mat"),
-                         {var: np.asarray(rows, dtype=np.float64)})
+        scipy.io.savemat(
+            os.path.join(root, "annotations", name + ".jpg.mat"), {var: np.asarray(rows, dtype=np.float64)}
+        )
         if images:
             Image.new("RGB", (64, 48), (100, 120, 140)).save(os.path.join(root, "frames", name + ".jpg"))
     scipy.io.savemat(os.path.join(root, "frame_train.mat"), {"img_index_train": _cells(list(train))})
@@ -93,11 +94,20 @@ def test_queries_crlf_and_clipping(prw_root):
 
 def test_box_new_wins_over_other_names(tmp_path):
     root = str(tmp_path / "p")
-    write_prw(root, {"c1s1_000001": ("box_new", [[1, 0, 0, 4, 4]])}, {"c2s1_000002": ("box_new", [[2, 0, 0, 4, 4]])},
-              "2 0 0 4 4 c2s1_000002\n")
-    scipy.io.savemat(os.path.join(root, "annotations", "c1s1_000001.jpg.mat"),
-                     {"anno_previous": np.array([[9.0, 1, 1, 1, 1]]), "box_new": np.array([[3.0, 5, 5, 5, 5]]),
-                      "anno_file": np.array([[8.0, 1, 1, 1, 1]])})
+    write_prw(
+        root,
+        {"c1s1_000001": ("box_new", [[1, 0, 0, 4, 4]])},
+        {"c2s1_000002": ("box_new", [[2, 0, 0, 4, 4]])},
+        "2 0 0 4 4 c2s1_000002\n",
+    )
+    scipy.io.savemat(
+        os.path.join(root, "annotations", "c1s1_000001.jpg.mat"),
+        {
+            "anno_previous": np.array([[9.0, 1, 1, 1, 1]]),
+            "box_new": np.array([[3.0, 5, 5, 5, 5]]),
+            "anno_file": np.array([[8.0, 1, 1, 1, 1]]),
+        },
+    )
     rec = load_records("PRW", root, "train", use_cache=False)[0]
     np.testing.assert_array_equal(rec["pids"], [3])
     np.testing.assert_array_equal(rec["boxes"], [[5, 5, 10, 10]])
@@ -111,8 +121,11 @@ def test_num_train_ids(prw_root):
 
 def test_missing_variable_names_file(prw_root):
     scipy.io.savemat(os.path.join(prw_root, "annotations", "c1s1_000151.jpg.mat"), {"boxes": np.zeros((1, 5))})
-    with pytest.raises(DatasetError, match=r"annotations/c1s1_000151\.jpg\.mat: none of box_new, anno_file, "
-                                           r"anno_previous found"):
+    with pytest.raises(
+        DatasetError,
+        match=r"annotations/c1s1_000151\.jpg\.mat: none of box_new, anno_file, "
+        r"anno_previous found",
+    ):
         load_records("PRW", prw_root, "train", use_cache=False)
 
 

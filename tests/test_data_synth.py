@@ -22,8 +22,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _check_json(dataset, root):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "oimnet.data.check", "--dataset", dataset, "--root", root, "--json"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "oimnet.data.check", "--dataset", dataset, "--root", root, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -66,7 +71,7 @@ def test_cuhk_round_trip(worlds):
     for q, entries in zip(query, proto):
         assert q["img_name"] not in [e["img_name"] for e in entries]
         found = [e for e in entries if e["box"] is not None]
-        assert found and entries[:len(found)] == found  # positives first
+        assert found and entries[: len(found)] == found  # positives first
         for e in found:  # every positive box is a gallery box labelled with the query's pid
             rec = next(r for r in gallery if r["img_name"] == e["img_name"])
             assert any(np.array_equal(b, e["box"]) and p == q["pids"][0] for b, p in zip(rec["boxes"], rec["pids"]))
@@ -109,8 +114,9 @@ def test_generation_is_deterministic(tmp_path):
             assert fa.read() == fb.read(), name
     for name in sorted(os.listdir(os.path.join(a, "annotations"))):  # .mat headers hold a timestamp
         ma, mb = (scipy.io.loadmat(os.path.join(d, "annotations", name)) for d in (a, b))
-        assert {k: v.tolist() for k, v in ma.items() if not k.startswith("__")} == \
-            {k: v.tolist() for k, v in mb.items() if not k.startswith("__")}, name
+        assert {k: v.tolist() for k, v in ma.items() if not k.startswith("__")} == {
+            k: v.tolist() for k, v in mb.items() if not k.startswith("__")
+        }, name
     with open(os.path.join(a, "query_info.txt"), "rb") as fa, open(os.path.join(b, "query_info.txt"), "rb") as fb:
         assert fa.read() == fb.read()
     c = str(tmp_path / "c")
@@ -145,17 +151,48 @@ def test_synthetic_dataset_generates_on_first_use(tmp_path):
 def test_synth_cli(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = str(tmp_path / "cli")
-    proc = subprocess.run([sys.executable, "-m", "oimnet.data.synth", "--format", "prw", "--out", out, "--seed", "2",
-                           "--identities", "6", "--frames", "20", "--size", "80x64", "--annotations-only"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oimnet.data.synth",
+            "--format",
+            "prw",
+            "--out",
+            out,
+            "--seed",
+            "2",
+            "--identities",
+            "6",
+            "--frames",
+            "20",
+            "--size",
+            "80x64",
+            "--annotations-only",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["counts"]["train"]["images"] == 12
     assert len(os.listdir(os.path.join(out, "annotations"))) == 20 and not os.listdir(os.path.join(out, "frames"))
-    bad = subprocess.run([sys.executable, "-m", "oimnet.data.synth", "--format", "prw", "--out", out, "--size", "80"],
-                         capture_output=True, text=True, env=env, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "oimnet.data.synth", "--format", "prw", "--out", out, "--size", "80"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "WIDTHxHEIGHT" in bad.stderr
-    text = subprocess.run([sys.executable, "-m", "oimnet.data.check", "--dataset", "PRW", "--root", out],
-                          capture_output=True, text=True, env=env, timeout=120)
+    text = subprocess.run(
+        [sys.executable, "-m", "oimnet.data.check", "--dataset", "PRW", "--root", out],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert text.returncode == 1 and "20 problem(s)" in text.stdout and "image file missing" in text.stdout
 
 

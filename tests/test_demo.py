@@ -51,8 +51,15 @@ def searched(smoke_run, tmp_path_factory):
     gallery = load_records("synthetic", root, "gallery")
     queries = load_records("synthetic", root, "query")
     model = demo.load_model(cfg, str(ckpt), torch.device("cpu"))
-    feats, cached = demo.embed_gallery(model, cfg, [r["img_path"] for r in gallery], torch.device("cpu"),
-                                       ckpt=str(ckpt), cache_dir=tmp_path_factory.mktemp("demo_cache"), progress=False)
+    feats, cached = demo.embed_gallery(
+        model,
+        cfg,
+        [r["img_path"] for r in gallery],
+        torch.device("cpu"),
+        ckpt=str(ckpt),
+        cache_dir=tmp_path_factory.mktemp("demo_cache"),
+        progress=False,
+    )
     assert not cached
     return model, cfg, ckpt, feats, gallery, queries
 
@@ -76,14 +83,22 @@ def test_demo_finds_held_out_people_at_rank_1(searched):
     rate = float(np.mean(hits_ok))
     # Chance: a random person box of the gallery (query frame excluded) is the query person.
     others = [[r for r in gallery if r["img_path"] != q["img_path"]] for q in queries]
-    chance = float(np.mean([
-        sum(int((r["pids"] == q["pids"][0]).sum()) for r in rs) / sum(len(r["pids"]) for r in rs)
-        for q, rs in zip(queries, others)
-    ]))
+    chance = float(
+        np.mean(
+            [
+                sum(int((r["pids"] == q["pids"][0]).sum()) for r in rs) / sum(len(r["pids"]) for r in rs)
+                for q, rs in zip(queries, others)
+            ]
+        )
+    )
     floor = int(binom.isf(CHANCE_P_VALUE, len(queries), chance)) + 1  # P(hits >= floor | chance) < p
-    print(f"rank-1 over {len(queries)} held-out queries: {sum(hits_ok)} ({rate:.3f}); chance {chance:.3f}, floor {floor}")
+    print(
+        f"rank-1 over {len(queries)} held-out queries: {sum(hits_ok)} ({rate:.3f}); chance {chance:.3f}, floor {floor}"
+    )
     assert 0 < chance < 0.1, f"chance rate {chance:.3f}: the synthetic world changed, revisit this test"
-    assert sum(hits_ok) >= floor, f"rank-1 hits {sum(hits_ok)}/{len(queries)} not above chance {chance:.3f} (need {floor})"
+    assert sum(hits_ok) >= floor, (
+        f"rank-1 hits {sum(hits_ok)}/{len(queries)} not above chance {chance:.3f} (need {floor})"
+    )
 
 
 @pytest.mark.slow
@@ -107,9 +122,11 @@ def test_demo_ranking_agrees_with_the_evaluation(searched):
             continue
         compared += 1
         top = row["top10"][0]
-        agree += (os.path.basename(hits[0].path) == top["img_name"]
-                  and np.allclose(hits[0].box, top["box"], atol=0.05)
-                  and abs(hits[0].similarity - top["score"]) < 1e-3)
+        agree += (
+            os.path.basename(hits[0].path) == top["img_name"]
+            and np.allclose(hits[0].box, top["box"], atol=0.05)
+            and abs(hits[0].similarity - top["score"]) < 1e-3
+        )
     print(f"demo rank-1 == evaluation top-1 for {agree}/{compared} queries")
     assert compared >= len(queries) // 2 and agree >= 0.95 * compared
 
@@ -123,11 +140,27 @@ def test_cli_figure_and_feature_cache(searched, tmp_path, capsys):
 
     cfg_file.write_text(to_yaml(cfg))
     listing = tmp_path / "gallery.txt"  # a list file with relative paths, 24 frames
-    listing.write_text("# demo gallery\n" + "\n".join(os.path.relpath(r["img_path"], tmp_path) for r in gallery[:24]) + "\n")
+    listing.write_text(
+        "# demo gallery\n" + "\n".join(os.path.relpath(r["img_path"], tmp_path) for r in gallery[:24]) + "\n"
+    )
     q = queries[0]
     box = ",".join(f"{v:.1f}" for v in q["boxes"][0])
-    args = ["--ckpt", str(ckpt), "--cfg", str(cfg_file), "--query", q["img_path"], "--box", box,
-            "--gallery", str(listing), "--top", "3", "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "--ckpt",
+        str(ckpt),
+        "--cfg",
+        str(cfg_file),
+        "--query",
+        q["img_path"],
+        "--box",
+        box,
+        "--gallery",
+        str(listing),
+        "--top",
+        "3",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     times, outs = [], []
     for k in range(2):
         out = tmp_path / f"search{k}.png"

@@ -35,11 +35,25 @@ def worlds(tmp_path_factory):
 def test_json_output_matches_evaluate_cache_prw(worlds, capsys, tmp_path):
     root, cache_path, gallery, query = worlds["PRW"]
     out_json = tmp_path / "res" / "results.json"
-    rc = main(["--cache", cache_path, "--json", "--out", str(out_json),
-               "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", root, "EVAL_USE_CBGM", "True"])
+    rc = main(
+        [
+            "--cache",
+            cache_path,
+            "--json",
+            "--out",
+            str(out_json),
+            "INPUT.DATASET",
+            "PRW",
+            "INPUT.DATA_ROOT",
+            root,
+            "EVAL_USE_CBGM",
+            "True",
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     from oimnet.eval import load_cache
+
     cfg = OmegaConf.create({"INPUT": {"DATASET": "PRW"}, "EVAL_USE_CBGM": True})
     want = evaluate_cache(cfg, load_cache(cache_path), gallery, query)
     for k in ("det_ap", "det_recall", "mAP", "top1", "top5", "top10", "mAP_multiview"):
@@ -55,20 +69,51 @@ def test_json_output_matches_evaluate_cache_prw(worlds, capsys, tmp_path):
 
 def test_table_output_cuhk_with_gallery_size(worlds, capsys):
     root, cache_path, gallery, query = worlds["CUHK-SYSU"]
-    assert main(["--cache", cache_path, "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root,
-                 "EVAL_GALLERY_SIZE", "50"]) == 0
+    assert (
+        main(["--cache", cache_path, "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root, "EVAL_GALLERY_SIZE", "50"])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "gallery size 50" in text and "mAP" in text and "%" in text
-    assert main(["--cache", cache_path, "--json", "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root,
-                 "EVAL_GALLERY_SIZE", "50"]) == 0
+    assert (
+        main(
+            [
+                "--cache",
+                cache_path,
+                "--json",
+                "INPUT.DATASET",
+                "CUHK-SYSU",
+                "INPUT.DATA_ROOT",
+                root,
+                "EVAL_GALLERY_SIZE",
+                "50",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": 50})
     from oimnet.eval import load_cache
+
     want = evaluate_cache(cfg, load_cache(cache_path), gallery, query, load_cuhk_protocol(root, 50))
     assert printed["gallery_size"] == 50 and printed["mAP"] == want["mAP"]
     # The full set is scored from the records' test pids, equal to its explicit per-query lists.
-    assert main(["--cache", cache_path, "--json", "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root,
-                 "EVAL_GALLERY_SIZE", "-1"]) == 0
+    assert (
+        main(
+            [
+                "--cache",
+                cache_path,
+                "--json",
+                "INPUT.DATASET",
+                "CUHK-SYSU",
+                "INPUT.DATA_ROOT",
+                root,
+                "EVAL_GALLERY_SIZE",
+                "-1",
+            ]
+        )
+        == 0
+    )
     printed = json.loads(capsys.readouterr().out)
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": -1})
     # queries with the release's dummy pid force the per-query-list path
@@ -80,9 +125,25 @@ def test_table_output_cuhk_with_gallery_size(worlds, capsys):
 def test_module_entry_point(worlds):
     root, cache_path, _, _ = worlds["PRW"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, "-m", "oimnet.evaluate", "--cache", cache_path, "--json",
-                         "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", root],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "oimnet.evaluate",
+            "--cache",
+            cache_path,
+            "--json",
+            "INPUT.DATASET",
+            "PRW",
+            "INPUT.DATA_ROOT",
+            root,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     assert set(json.loads(ok.stdout)) >= {"det_ap", "det_recall", "mAP", "top1", "top5", "top10"}
 
@@ -103,6 +164,7 @@ def test_usage_errors_exit_2_with_a_clear_message(worlds, capsys, tmp_path):
     assert code == 2 and "none.pth: no such file" in err
     code, err = exit_code_and_stderr(capsys, ["INPUT.DATASET", "PRW"])
     assert code == 2 and "--cache" in err
-    code, err = exit_code_and_stderr(capsys, ["--cache", worlds["PRW"][1], "INPUT.DATASET", "PRW",
-                                              "INPUT.DATA_ROOT", str(tmp_path / "no_dataset")])
+    code, err = exit_code_and_stderr(
+        capsys, ["--cache", worlds["PRW"][1], "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", str(tmp_path / "no_dataset")]
+    )
     assert code == 2 and "no_dataset" in err

@@ -9,8 +9,13 @@ from oimnet.eval.fake import random_cache, random_world
 
 
 def rec(name, boxes, pids):
-    return {"img_name": name, "img_path": name, "boxes": np.array(boxes, np.float32).reshape(-1, 4),
-            "pids": np.array(pids, np.int64), "cam_id": -1}
+    return {
+        "img_name": name,
+        "img_path": name,
+        "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+        "pids": np.array(pids, np.int64),
+        "cam_id": -1,
+    }
 
 
 def dets(rows):
@@ -23,11 +28,15 @@ GALLERY = [
     rec("c.jpg", [[0, 0, 10, 30]], [3]),
 ]
 DETS = [
-    dets([[0, 0, 10, 10, 0.9],      # hit on the first GT
-          [1, 0, 11, 10, 0.8],      # duplicate of the same GT: false positive
-          [20, 0, 30, 10, 0.005],   # below the 0.01 floor: ignored, GT missed
-          [50, 50, 60, 60, 0.6]]),  # background: false positive
-    dets([]),                       # no detection at all: its GT is missed
+    dets(
+        [
+            [0, 0, 10, 10, 0.9],  # hit on the first GT
+            [1, 0, 11, 10, 0.8],  # duplicate of the same GT: false positive
+            [20, 0, 30, 10, 0.005],  # below the 0.01 floor: ignored, GT missed
+            [50, 50, 60, 60, 0.6],
+        ]
+    ),  # background: false positive
+    dets([]),  # no detection at all: its GT is missed
     dets([[0, 0, 10, 30, 0.7]]),
 ]
 

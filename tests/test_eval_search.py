@@ -15,8 +15,13 @@ PRW_CBGM = OmegaConf.create({"INPUT": {"DATASET": "PRW"}, "EVAL_USE_CBGM": True}
 
 
 def rec(name, boxes, pids, cam):
-    return {"img_name": name, "img_path": name, "boxes": np.array(boxes, np.float32).reshape(-1, 4),
-            "pids": np.array(pids, np.int64), "cam_id": cam}
+    return {
+        "img_name": name,
+        "img_path": name,
+        "boxes": np.array(boxes, np.float32).reshape(-1, 4),
+        "pids": np.array(pids, np.int64),
+        "cam_id": cam,
+    }
 
 
 def feat(*v):
@@ -41,20 +46,26 @@ BOX_C = [500, 100, 540, 200]
 def world():
     """Query pid 7 (frame q, cam 1). g1 (cam 2): pid 7 + a passer-by;
     g2 (cam 1): pid 7 but its only detection scores 0.4; g3 (cam 2): others."""
-    gallery = [rec("q.jpg", [BOX_A], [7], 1),
-               rec("g1.jpg", [BOX_A, BOX_B], [7, 5555], 2),
-               rec("g2.jpg", [BOX_A], [7], 1),
-               rec("g3.jpg", [BOX_C], [9], 2)]
+    gallery = [
+        rec("q.jpg", [BOX_A], [7], 1),
+        rec("g1.jpg", [BOX_A, BOX_B], [7, 5555], 2),
+        rec("g2.jpg", [BOX_A], [7], 1),
+        rec("g3.jpg", [BOX_C], [9], 2),
+    ]
     query = [rec("q.jpg", [BOX_A], [7], 1)]
     cache = {
-        "gallery_dets": [np.array([BOX_A + [0.99]], np.float32),
-                         np.array([BOX_B + [0.9], BOX_A + [0.8]], np.float32),
-                         np.array([BOX_A + [0.4]], np.float32),
-                         np.array([BOX_C + [0.7]], np.float32)],
-        "gallery_feats": [np.stack([unit_with_sim(1.0)]),
-                          np.stack([unit_with_sim(0.95), unit_with_sim(0.9)]),
-                          np.stack([unit_with_sim(0.99)]),
-                          np.stack([unit_with_sim(0.5)])],
+        "gallery_dets": [
+            np.array([BOX_A + [0.99]], np.float32),
+            np.array([BOX_B + [0.9], BOX_A + [0.8]], np.float32),
+            np.array([BOX_A + [0.4]], np.float32),
+            np.array([BOX_C + [0.7]], np.float32),
+        ],
+        "gallery_feats": [
+            np.stack([unit_with_sim(1.0)]),
+            np.stack([unit_with_sim(0.95), unit_with_sim(0.9)]),
+            np.stack([unit_with_sim(0.99)]),
+            np.stack([unit_with_sim(0.5)]),
+        ],
         "query_box_feats": [feat(1)],
         "query_dets": [np.array([BOX_A + [1.0]], np.float32)],
         "query_feats": [np.stack([feat(1)])],
@@ -71,7 +82,11 @@ def test_hand_computed_prw_query():
     assert (m["top1"], m["top5"], m["top10"]) == (0.0, 1.0, 1.0)
     q = m["per_query"][0]
     assert (q["count_gt"], q["count_tp"]) == (2, 1)
-    assert [(e["img_name"], e["correct"]) for e in q["top10"]] == [("g1.jpg", False), ("g1.jpg", True), ("g3.jpg", False)]
+    assert [(e["img_name"], e["correct"]) for e in q["top10"]] == [
+        ("g1.jpg", False),
+        ("g1.jpg", True),
+        ("g3.jpg", False),
+    ]
     assert q["top10"][1]["box"] == BOX_A and q["top10"][1]["score"] == pytest.approx(0.9, abs=1e-6)
     # multi-view: g2 (same camera as the query) leaves the gallery
     assert m["mAP_multiview"] == pytest.approx(0.5)
@@ -102,7 +117,9 @@ def test_detection_off_target_is_no_match_small_people_looser():
 def test_highest_similarity_matching_detection_is_the_one_true_positive():
     gallery, query, cache = world()
     # a second, less similar detection on the same person in g1: a false positive
-    cache["gallery_dets"][1] = np.vstack([cache["gallery_dets"][1], np.array([BOX_A[:2] + [141, 201] + [0.7]], np.float32)])
+    cache["gallery_dets"][1] = np.vstack(
+        [cache["gallery_dets"][1], np.array([BOX_A[:2] + [141, 201] + [0.7]], np.float32)]
+    )
     cache["gallery_feats"][1] = np.vstack([cache["gallery_feats"][1], unit_with_sim(0.3)])
     m = evaluate_cache(PRW, cache, gallery, query)
     top = m["per_query"][0]["top10"]
@@ -126,8 +143,9 @@ def test_tied_scores(positive_first):
     assert m["mAP"] == pytest.approx(0.5 / 3)
     # tie rule: gallery order, then detection order; in g1 the passer-by comes first
     top = m["per_query"][0]["top10"]
-    assert [e["img_name"] for e in top] == (["g1.jpg", "g1.jpg", "g3.jpg"] if positive_first
-                                            else ["g3.jpg", "g1.jpg", "g1.jpg"])
+    assert [e["img_name"] for e in top] == (
+        ["g1.jpg", "g1.jpg", "g3.jpg"] if positive_first else ["g3.jpg", "g1.jpg", "g1.jpg"]
+    )
     assert [e["correct"] for e in top].index(True) == (1 if positive_first else 2)
     assert m["top1"] == 0.0
     ref = ref_search_prw(gallery, query, cache)
@@ -137,16 +155,20 @@ def test_tied_scores(positive_first):
 def cbgm_world():
     """Without context the distractor in b.jpg (0.7) beats the true match in
     a.jpg (0.6); the query's companion (context row) is in a.jpg (0.99)."""
-    gallery = [rec("q.jpg", [BOX_A, BOX_B], [7, 8], 1),
-               rec("a.jpg", [BOX_A, BOX_B], [7, 8], 2),
-               rec("b.jpg", [BOX_A, BOX_B], [3, 4], 3)]
+    gallery = [
+        rec("q.jpg", [BOX_A, BOX_B], [7, 8], 1),
+        rec("a.jpg", [BOX_A, BOX_B], [7, 8], 2),
+        rec("b.jpg", [BOX_A, BOX_B], [3, 4], 3),
+    ]
     query = [rec("q.jpg", [BOX_A], [7], 1)]
     e1, e2 = feat(1), feat(0, 1)
     cache = {
         "gallery_dets": [np.array([BOX_A + [0.9], BOX_B + [0.9]], np.float32)] * 3,
-        "gallery_feats": [np.stack([e1, e2]),
-                          np.stack([feat(0.6, 0, 0.8), feat(0, 0.99, math.sqrt(1 - 0.99 ** 2))]),
-                          np.stack([feat(0.7, 0, 0, math.sqrt(0.51)), feat(0, 0.1, 0, math.sqrt(0.99))])],
+        "gallery_feats": [
+            np.stack([e1, e2]),
+            np.stack([feat(0.6, 0, 0.8), feat(0, 0.99, math.sqrt(1 - 0.99**2))]),
+            np.stack([feat(0.7, 0, 0, math.sqrt(0.51)), feat(0, 0.1, 0, math.sqrt(0.99))]),
+        ],
         "query_box_feats": [e1],
         "query_dets": [np.array([BOX_A + [1.0], BOX_B + [0.9]], np.float32)],
         "query_feats": [np.stack([e1, e2])],
@@ -263,14 +285,20 @@ def test_tied_scores_cuhk_list(positive_first):
     gallery = [gallery[i] for i in order]
     for key in ("gallery_dets", "gallery_feats"):
         cache[key] = [cache[key][i] for i in order]
-    protocol = [[{"img_name": "g3.jpg", "box": None}, {"img_name": "g1.jpg", "box": np.array(BOX_A, float)},
-                 {"img_name": "g2.jpg", "box": np.array(BOX_A, float)}]]
+    protocol = [
+        [
+            {"img_name": "g3.jpg", "box": None},
+            {"img_name": "g1.jpg", "box": np.array(BOX_A, float)},
+            {"img_name": "g2.jpg", "box": np.array(BOX_A, float)},
+        ]
+    ]
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": 100})
     m = evaluate_cache(cfg, cache, gallery, query, protocol)
     assert m["mAP"] == pytest.approx(0.5 / 3)
     top = m["per_query"][0]["top10"]
-    assert [e["img_name"] for e in top] == (["g1.jpg", "g1.jpg", "g3.jpg"] if positive_first
-                                            else ["g3.jpg", "g1.jpg", "g1.jpg"])
+    assert [e["img_name"] for e in top] == (
+        ["g1.jpg", "g1.jpg", "g3.jpg"] if positive_first else ["g3.jpg", "g1.jpg", "g1.jpg"]
+    )
     assert [e["correct"] for e in top].index(True) == (1 if positive_first else 2)
     assert m["top1"] == 0.0 and m["top5"] == 1.0
     ref = ref_search_cuhk(gallery, query, cache, protocol)

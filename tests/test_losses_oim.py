@@ -27,9 +27,7 @@ def _check_against_oracle(m, x, labels, ious=None, atol=1e-5):
     lut0, cq0, head0 = m.lut.clone(), m.cq.clone(), int(m.cq_head)
     expected_loss = reference_oim_loss(x, labels, lut0, cq0, m.oim_scalar)
     loss = m(x, labels, ious)
-    lut1, cq1, head1 = sequential_memory_update(
-        lut0, cq0, head0, x, labels, m.loss_type, m.momentum, ious, m.eps
-    )
+    lut1, cq1, head1 = sequential_memory_update(lut0, cq0, head0, x, labels, m.loss_type, m.momentum, ious, m.eps)
     torch.testing.assert_close(loss, expected_loss, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(m.lut, lut1, atol=atol, rtol=0)
     torch.testing.assert_close(m.cq, cq1, atol=0, rtol=0)
@@ -175,7 +173,9 @@ def test_bad_input_errors():
 def test_update_helpers_directly():
     lut = torch.zeros(3, C)
     update_lut_(lut, torch.tensor([2, 2]), _unit(2, seed=13), torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]))
-    ref, _, _ = sequential_memory_update(torch.zeros(3, C), torch.zeros(1, C), 0, _unit(2, seed=13), torch.tensor([3, 3]))
+    ref, _, _ = sequential_memory_update(
+        torch.zeros(3, C), torch.zeros(1, C), 0, _unit(2, seed=13), torch.tensor([3, 3])
+    )
     torch.testing.assert_close(lut, ref)
     cq, head = torch.zeros(3, C), torch.tensor(2)
     push_queue_(cq, head, torch.empty(0, C))

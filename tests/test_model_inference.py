@@ -18,24 +18,27 @@ logging.getLogger("oimnet.models.backbone").setLevel(logging.ERROR)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    cfg = load_config(None, {
-        "INPUT.DATASET": "synthetic",
-        "INPUT.DATA_ROOT": str(root / "world"),
-        "INPUT.SYNTH.IDENTITIES": 8,
-        "INPUT.SYNTH.FRAMES": 24,
-        "INPUT.SYNTH.SIZE": "160x120",
-        "INPUT.MIN_SIZE": 96,  # resized: scale 0.8, so boxes must come back / scale
-        "INPUT.MAX_SIZE": 200,
-        "INPUT.NUM_WORKERS_TEST": 0,
-        "INPUT.BATCH_SIZE_TEST": 2,
-        "MODEL.BACKBONE.NAME": "tiny",
-        "MODEL.LOSS.LUT_SIZE": 8,
-        "MODEL.LOSS.CQ_SIZE": 8,
-        "MODEL.ROI_HEAD.NORM_TYPE": "protonorm",
-        "MODEL.RPN.ANCHOR_SIZES": [16, 32, 64],
-        "MODEL.RPN.POST_NMS_TOPN_TEST": 30,
-        "MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.0,
-    })
+    cfg = load_config(
+        None,
+        {
+            "INPUT.DATASET": "synthetic",
+            "INPUT.DATA_ROOT": str(root / "world"),
+            "INPUT.SYNTH.IDENTITIES": 8,
+            "INPUT.SYNTH.FRAMES": 24,
+            "INPUT.SYNTH.SIZE": "160x120",
+            "INPUT.MIN_SIZE": 96,  # resized: scale 0.8, so boxes must come back / scale
+            "INPUT.MAX_SIZE": 200,
+            "INPUT.NUM_WORKERS_TEST": 0,
+            "INPUT.BATCH_SIZE_TEST": 2,
+            "MODEL.BACKBONE.NAME": "tiny",
+            "MODEL.LOSS.LUT_SIZE": 8,
+            "MODEL.LOSS.CQ_SIZE": 8,
+            "MODEL.ROI_HEAD.NORM_TYPE": "protonorm",
+            "MODEL.RPN.ANCHOR_SIZES": [16, 32, 64],
+            "MODEL.RPN.POST_NMS_TOPN_TEST": 30,
+            "MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.0,
+        },
+    )
     from oimnet.data import load_records
     from oimnet.data.loader import synth_kwargs_from_cfg
 
@@ -51,11 +54,15 @@ def test_eval_cache_format(setup):
     cache = compute_eval_cache(model, cfg, torch.device("cpu"))
     assert model.training  # mode restored
     assert len(cache["gallery_dets"]) == len(cache["gallery_feats"]) == len(records["gallery"])
-    assert len(cache["query_dets"]) == len(cache["query_feats"]) == len(cache["query_box_feats"]) == len(records["query"])
+    assert (
+        len(cache["query_dets"]) == len(cache["query_feats"]) == len(cache["query_box_feats"]) == len(records["query"])
+    )
     for dets, feats in zip(cache["gallery_dets"], cache["gallery_feats"]):
         assert dets.dtype == np.float32 and dets.shape[1] == 5 and feats.shape == (len(dets), 256)
         assert (dets[:, 2] <= 160 + 1e-3).all() and (dets[:, 3] <= 120 + 1e-3).all()  # original pixels
-    for rec, dets, feats, box_feat in zip(records["query"], cache["query_dets"], cache["query_feats"], cache["query_box_feats"]):
+    for rec, dets, feats, box_feat in zip(
+        records["query"], cache["query_dets"], cache["query_feats"], cache["query_box_feats"]
+    ):
         np.testing.assert_allclose(dets[0, :4], rec["boxes"][0], atol=1e-3)  # query box first, original pixels
         assert dets[0, 4] == 1.0
         assert box_feat.shape == (256,) and np.allclose(box_feat, feats[0])

@@ -93,8 +93,12 @@ def test_release_state_dict_loads_and_runs(release_keys, variant):
     assert report.defaulted == list(OPTIONAL_KEYS)
     own = model.state_dict()
     assert int(own["roi_heads.reid_loss.cq_head"]) == 0
-    for key in ("backbone.layer3.5.conv2.weight", "roi_heads.reid_head.layer4.2.bn3.running_var",
-                "roi_heads.embedding_head.projectors.feat_res5.0.weight", "rpn.head.conv.0.0.weight"):
+    for key in (
+        "backbone.layer3.5.conv2.weight",
+        "roi_heads.reid_head.layer4.2.bn3.running_var",
+        "roi_heads.embedding_head.projectors.feat_res5.0.weight",
+        "rpn.head.conv.0.0.weight",
+    ):
         assert torch.equal(own[key], state[key].to(own[key].dtype)), key
     assert torch.allclose(own["roi_heads.reid_loss.lut"].float(), state["roi_heads.reid_loss.lut"].float())
 
@@ -118,7 +122,9 @@ def test_wrong_shape_is_rejected_naming_the_key(prw_model_and_state):
     model, state = prw_model_and_state
     bad = dict(state)
     bad["roi_heads.reid_loss.lut"] = torch.zeros(481, 256, dtype=torch.float16)
-    with pytest.raises(ReleaseCheckpointError, match=r"roi_heads\.reid_loss\.lut: file \[481, 256\] vs model \[482, 256\]"):
+    with pytest.raises(
+        ReleaseCheckpointError, match=r"roi_heads\.reid_loss\.lut: file \[481, 256\] vs model \[482, 256\]"
+    ):
         load_release_state_dict(model, bad)
 
 

@@ -40,7 +40,10 @@ def scene(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     images = [torch.rand(3, 160, 208, generator=g) * 0.3, torch.rand(3, 144, 192, generator=g) * 0.3]
     targets = [
-        {"boxes": torch.tensor([[10.0, 20.0, 50.0, 120.0], [100.0, 30.0, 150.0, 140.0]]), "labels": torch.tensor([3, 5555])},
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 50.0, 120.0], [100.0, 30.0, 150.0, 140.0]]),
+            "labels": torch.tensor([3, 5555]),
+        },
         {"boxes": torch.tensor([[60.0, 10.0, 100.0, 110.0]]), "labels": torch.tensor([7])},
     ]
     for img, t in zip(images, targets):
@@ -67,9 +70,13 @@ def test_training_step_gives_five_finite_losses_and_gradients(model):
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values()), losses
     assert losses["loss_box_reid"] > 0  # two labeled persons
     sum(losses.values()).backward()
-    for name in ("rpn.head.cls_logits.weight", "roi_heads.box_predictor.bbox_pred.weight",
-                 "roi_heads.embedding_head.projectors.feat_res5.0.weight", "backbone.layer1.0.conv1.weight",
-                 "roi_heads.reid_head.layer4.0.conv1.weight"):
+    for name in (
+        "rpn.head.cls_logits.weight",
+        "roi_heads.box_predictor.bbox_pred.weight",
+        "roi_heads.embedding_head.projectors.feat_res5.0.weight",
+        "backbone.layer1.0.conv1.weight",
+        "roi_heads.reid_head.layer4.0.conv1.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
     # conv1/bn1 frozen, bn1 statistics untouched
@@ -101,9 +108,15 @@ def test_roi_sampling_labels_ious_and_gt_inclusion(model):
     _, targets = scene()
     heads = model.roi_heads
     gt = targets[0]["boxes"]
-    proposals = [torch.tensor([[10.0, 20.0, 50.0, 110.0],  # IoU 0.9 with GT 0 -> pid 3
-                               [150.0, 100.0, 200.0, 150.0],  # far from both -> background
-                               [100.0, 30.0, 150.0, 85.0]])]  # IoU 0.5 with GT 1 -> 5555
+    proposals = [
+        torch.tensor(
+            [
+                [10.0, 20.0, 50.0, 110.0],  # IoU 0.9 with GT 0 -> pid 3
+                [150.0, 100.0, 200.0, 150.0],  # far from both -> background
+                [100.0, 30.0, 150.0, 85.0],
+            ]
+        )
+    ]  # IoU 0.5 with GT 1 -> 5555
     rois = heads.select_training_samples(proposals, targets[:1])
     boxes = rois.boxes[0]
     assert len(boxes) == 5  # 3 proposals + 2 GT boxes, all kept (fewer than 128)
@@ -121,7 +134,9 @@ def test_sampling_caps_rois_per_image_and_positive_fraction():
     model = build_model(tiny_config(**{"MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16}))
     _, targets = scene()
     jitter = torch.randn(200, 4) * 3
-    proposals = [torch.cat([targets[0]["boxes"][0] + jitter[:100], torch.tensor([[150.0, 100, 200, 150]]) + jitter[100:]])]
+    proposals = [
+        torch.cat([targets[0]["boxes"][0] + jitter[:100], torch.tensor([[150.0, 100, 200, 150]]) + jitter[100:]])
+    ]
     rois = model.roi_heads.select_training_samples(proposals, targets[:1])
     assert len(rois.boxes[0]) == 16 and int((rois.labels > 0).sum()) == 8
 
@@ -161,8 +176,9 @@ def test_inference_modes(model):
 
 
 def test_score_threshold_and_detection_cap():
-    model = build_model(tiny_config(**{"MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.5,
-                                      "MODEL.ROI_HEAD.DETECTIONS_PER_IMAGE_TEST": 3}))
+    model = build_model(
+        tiny_config(**{"MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.5, "MODEL.ROI_HEAD.DETECTIONS_PER_IMAGE_TEST": 3})
+    )
     images, _ = scene()
     model.eval()
     with torch.no_grad():
@@ -176,13 +192,17 @@ def test_norm_types_and_augment_layout():
     bn = build_model(tiny_config(**{"MODEL.ROI_HEAD.NORM_TYPE": "batchnorm", "MODEL.ROI_HEAD.AUGMENT": False}))
     keys = lambda m: {k for k in m.state_dict() if "feat_res5" in k}  # noqa: E731
     assert keys(none) == {"roi_heads.embedding_head.projectors.feat_res5.0.weight"}
-    assert keys(bn) - keys(none) == {f"roi_heads.embedding_head.projectors.feat_res5.1.{s}"
-                                     for s in ("running_mean", "running_var", "num_batches_tracked")}
+    assert keys(bn) - keys(none) == {
+        f"roi_heads.embedding_head.projectors.feat_res5.1.{s}"
+        for s in ("running_mean", "running_var", "num_batches_tracked")
+    }
     from oimnet.models.protonorm import ProtoNorm2d
 
     aug = build_model(tiny_config())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) and not isinstance(m, ProtoNorm2d)
-                   for m in aug.roi_heads.reid_head.modules())
+    assert not any(
+        isinstance(m, torch.nn.BatchNorm2d) and not isinstance(m, ProtoNorm2d)
+        for m in aug.roi_heads.reid_head.modules()
+    )
     assert any(isinstance(m, ProtoNorm2d) for m in aug.roi_heads.reid_head.modules())
     assert set(aug.state_dict()) == set(build_model(tiny_config(**{"MODEL.ROI_HEAD.AUGMENT": False})).state_dict())
 

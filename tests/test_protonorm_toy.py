@@ -34,15 +34,15 @@ def test_protonorm_gives_identities_a_more_even_angular_share_than_batchnorm(res
     nf = result["cfg"].n_frequent
     bn, pn = result["bn"]["shares"], result["protonorm"]["shares"]
     assert bn.sum() == pytest.approx(1.0) and pn.sum() == pytest.approx(1.0)
-    assert bn[:nf].sum() > 0.54                    # BatchNorm favours the frequent ids (0.58)
-    assert abs(pn[:nf].sum() - 0.5) < 0.05         # ProtoNorm: half for half the ids (0.49)
-    assert pn.min() / pn.max() > bn.min() / bn.max() + 0.1   # 0.83 vs 0.60
+    assert bn[:nf].sum() > 0.54  # BatchNorm favours the frequent ids (0.58)
+    assert abs(pn[:nf].sum() - 0.5) < 0.05  # ProtoNorm: half for half the ids (0.49)
+    assert pn.min() / pn.max() > bn.min() / bn.max() + 0.1  # 0.83 vs 0.60
 
 
 def test_accuracies(result):
     acc = {v: result[v]["acc"].mean() for v in toy.VARIANTS}
-    assert acc["l2"] < 0.7                          # the off-centre cloud defeats plain L2 (0.59)
-    assert acc["protonorm"] > 0.9                   # 0.96
+    assert acc["l2"] < 0.7  # the off-centre cloud defeats plain L2 (0.59)
+    assert acc["protonorm"] > 0.9  # 0.96
     assert result["protonorm"]["acc"].min() > 0.85  # every identity, rare ones included (min 0.94)
 
 

@@ -23,8 +23,12 @@ pytestmark = pytest.mark.slow
 
 # A world small enough for several runs per test session.
 TINY = {
-    "INPUT.SYNTH.FRAMES": 60, "INPUT.SYNTH.IDENTITIES": 16, "SOLVER.MAX_EPOCHS": 2,
-    "MODEL.LOSS.LUT_SIZE": 16, "MODEL.LOSS.CQ_SIZE": 32, "DISP_PERIOD": 1,
+    "INPUT.SYNTH.FRAMES": 60,
+    "INPUT.SYNTH.IDENTITIES": 16,
+    "SOLVER.MAX_EPOCHS": 2,
+    "MODEL.LOSS.LUT_SIZE": 16,
+    "MODEL.LOSS.CQ_SIZE": 32,
+    "DISP_PERIOD": 1,
     "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 32,
 }
 
@@ -104,8 +108,19 @@ def test_non_finite_loss_fails_cleanly_and_keeps_the_checkpoint(tmp_path, tiny_d
 def test_ctrl_c_marks_the_run_killed(tmp_path, tiny_data, store):
     out = tmp_path / "kill" / "out"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    cmd = [sys.executable, "-m", "oimnet.train", "--cfg", str(ROOT / "experiments" / "synthetic.yaml"),
-           "OUTPUT_DIR", str(out), "INPUT.DATA_ROOT", str(tiny_data), "DEVICE", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "oimnet.train",
+        "--cfg",
+        str(ROOT / "experiments" / "synthetic.yaml"),
+        "OUTPUT_DIR",
+        str(out),
+        "INPUT.DATA_ROOT",
+        str(tiny_data),
+        "DEVICE",
+        "cpu",
+    ]
     for k, v in TINY.items():
         cmd += [k, str(v)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -132,6 +147,10 @@ def test_eval_from_checkpoint_reproduces_final_metrics(tmp_path, tiny_data, stor
         assert result[k] == pytest.approx(v, abs=1e-12), k
     assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
     # The same through the command line, with usage errors for a missing checkpoint.
-    r = subprocess.run([sys.executable, "-m", "oimnet.train", "--eval", "--ckpt", str(tmp_path / "nope.pth")],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "oimnet.train", "--eval", "--ckpt", str(tmp_path / "nope.pth")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "nope.pth: checkpoint not found" in r.stderr

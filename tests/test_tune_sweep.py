@@ -45,11 +45,34 @@ def ray_head(tmp_path_factory):
     """`ray start --head` on 127.0.0.1 (own ports, own temp dir); stopped by process group afterwards."""
     temp = tmp_path_factory.mktemp("rayhead")
     port = _free_port()
-    args = [sys.executable, "-c", "from ray.scripts.scripts import main; main()", "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2", "--num-gpus", "0",
-            "--include-dashboard", "false", "--dashboard-agent-listen-port", str(_free_port()),
-            "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
-            "--runtime-env-agent-port", str(_free_port()), "--temp-dir", str(temp)]
+    args = [
+        sys.executable,
+        "-c",
+        "from ray.scripts.scripts import main; main()",
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--num-gpus",
+        "0",
+        "--include-dashboard",
+        "false",
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+        "--dashboard-agent-grpc-port",
+        str(_free_port()),
+        "--metrics-export-port",
+        str(_free_port()),
+        "--runtime-env-agent-port",
+        str(_free_port()),
+        "--temp-dir",
+        str(temp),
+    ]
     log = open(temp / "head.log", "w")
     proc = subprocess.Popen(args, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -78,8 +101,22 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
     address, head_temp = ray_head
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
-    cmd = RUN + ["--grid", "micro", "--address", address, "--storage", str(storage), "--experiment", "e2e",
-                 "--tracking-uri", uri, "--trial-env", "OIMNET_DEBUG_CRASH_AFTER_EPOCH=1", "--set", "SOLVER.MAX_EPOCHS=2"]
+    cmd = RUN + [
+        "--grid",
+        "micro",
+        "--address",
+        address,
+        "--storage",
+        str(storage),
+        "--experiment",
+        "e2e",
+        "--tracking-uri",
+        uri,
+        "--trial-env",
+        "OIMNET_DEBUG_CRASH_AFTER_EPOCH=1",
+        "--set",
+        "SOLVER.MAX_EPOCHS=2",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=420)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp_dir = storage / "e2e"
@@ -87,8 +124,12 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
     client = get_client(uri)
     parent = client.get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED"
-    assert {k: parent.data.tags[k] for k in ("grid", "profile", "dataset", "seeds")} == \
-        {"grid": "micro", "profile": "smoke", "dataset": "synthetic", "seeds": "1"}
+    assert {k: parent.data.tags[k] for k in ("grid", "profile", "dataset", "seeds")} == {
+        "grid": "micro",
+        "profile": "smoke",
+        "dataset": "synthetic",
+        "seeds": "1",
+    }
 
     children = _children(uri, state["parent_run_id"])
     assert sorted(c.data.tags["row"] for c in children) == ["OIMNet", "OIMNet++"]  # one child per trial, retry included
@@ -111,20 +152,35 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
     assert all(key in head_logs for key in ROWS)
 
     # the table printed at the end, and make_tables on the parent, show the stored values
-    for out_text in (r.stdout, subprocess.run(TABLES + ["--parent", state["parent_run_id"], "--tracking-uri", uri],
-                                               capture_output=True, text=True, timeout=120).stdout):
+    for out_text in (
+        r.stdout,
+        subprocess.run(
+            TABLES + ["--parent", state["parent_run_id"], "--tracking-uri", uri],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout,
+    ):
         for row, (m, t1) in stored.items():
             assert f"| {row} | {row} | 1 | {m * 100:.1f} | {t1 * 100:.1f} |" in out_text, out_text
     assert f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000" in r.stdout
-    assert sorted(p.name for p in (exp_dir / "plots").iterdir()) == ["map_per_epoch_synthetic.png", "table_synthetic.png"]
+    assert sorted(p.name for p in (exp_dir / "plots").iterdir()) == [
+        "map_per_epoch_synthetic.png",
+        "table_synthetic.png",
+    ]
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
     base = ["--storage", str(storage), "--experiment", "int", "--tracking-uri", uri]
-    proc = subprocess.Popen(RUN + ["--grid", "micro", "--max-concurrent", "1"] + base, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        RUN + ["--grid", "micro", "--max-concurrent", "1"] + base,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     outputs = storage / "int" / "outputs"
     try:
         deadline = time.time() + 300

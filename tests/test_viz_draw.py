@@ -30,8 +30,8 @@ def test_render_tile_draws_box_where_it_is_and_frame_in_its_colour():
     tile = draw.Tile(_grey(), np.array([100, 40, 200, 200], np.float32), [], draw.RED)
     out = np.asarray(draw.render_tile(tile, layout))
     assert out.shape == (120, 160, 3)
-    assert tuple(out[60, 50]) == draw.RED          # left edge of the box, x = 100 * 0.5
-    assert tuple(out[60, 75]) == (128, 128, 128)   # inside the box: the image
+    assert tuple(out[60, 50]) == draw.RED  # left edge of the box, x = 100 * 0.5
+    assert tuple(out[60, 75]) == (128, 128, 128)  # inside the box: the image
     assert tuple(out[0, 80]) == draw.RED and tuple(out[119, 80]) == draw.RED  # frame
 
 
@@ -39,13 +39,21 @@ def test_render_tile_letterboxes_small_images():
     tile = draw.Tile(_grey(40, 30), np.array([10, 5, 20, 25], np.float32), [], draw.GREEN)
     out = np.asarray(draw.render_tile(tile, draw.Layout(tile_w=150, tile_h=200, zoom=2.2)))
     assert out.shape == (200, 150, 3)
-    assert tuple(out[10, 75]) == draw.LETTERBOX    # above the 30-pixel-high image
+    assert tuple(out[10, 75]) == draw.LETTERBOX  # above the 30-pixel-high image
 
 
 @pytest.mark.parametrize("n,title", [(1, False), (2, True), (11, True)])
 def test_render_strip_size_matches_strip_size(n, title):
-    tiles = [draw.Tile(_grey(), np.array([100, 50, 140, 150], np.float32), ["#1 sim 0.5", "a very long image name.jpg"],
-                       draw.BLUE, "1") for _ in range(n)]
+    tiles = [
+        draw.Tile(
+            _grey(),
+            np.array([100, 50, 140, 150], np.float32),
+            ["#1 sim 0.5", "a very long image name.jpg"],
+            draw.BLUE,
+            "1",
+        )
+        for _ in range(n)
+    ]
     img = draw.render_strip(tiles, title="t" if title else None)
     assert img.size == draw.strip_size(n, title=title)
 

@@ -22,8 +22,13 @@ def _jpeg(path, seed):
 
 
 def _record(root, name, boxes, pids, cam=1):
-    return {"img_name": name, "img_path": str(root / "frames" / name), "boxes": np.asarray(boxes, np.float32),
-            "pids": np.asarray(pids, np.int64), "cam_id": cam}
+    return {
+        "img_name": name,
+        "img_path": str(root / "frames" / name),
+        "boxes": np.asarray(boxes, np.float32),
+        "pids": np.asarray(pids, np.int64),
+        "cam_id": cam,
+    }
 
 
 def make_evaluated(tmp_path):
@@ -31,8 +36,10 @@ def make_evaluated(tmp_path):
     is right, query 1's (a person seen nowhere else but a look-alike) wrong."""
     root = tmp_path / "data"
     a, b = [20, 40, 70, 200], [200, 30, 250, 190]
-    gallery = [_record(root, f"c2s1_{i:06d}.jpg", [a, b], pids, cam=2)
-               for i, pids in enumerate([[1, 5555], [1, 2], [5555, 2], [5555, 5555], [5555, 5555], [5555, 5555]])]
+    gallery = [
+        _record(root, f"c2s1_{i:06d}.jpg", [a, b], pids, cam=2)
+        for i, pids in enumerate([[1, 5555], [1, 2], [5555, 2], [5555, 5555], [5555, 5555], [5555, 5555]])
+    ]
     query = [_record(root, "c1s1_000100.jpg", [a], [1]), _record(root, "c1s1_000200.jpg", [b], [2])]
     for i, rec in enumerate(gallery + query):
         _jpeg(root / "frames" / rec["img_name"], i)
@@ -40,9 +47,11 @@ def make_evaluated(tmp_path):
     person = {1: e[0], 2: e[1], 5555: e[2]}
     feats = [np.stack([person[int(p)] for p in rec["pids"]]) for rec in gallery]
     feats[3][0] = e[3]  # the look-alike of person 2
-    cache = {"gallery_dets": [np.c_[rec["boxes"], np.ones(2, np.float32)] for rec in gallery],
-             "gallery_feats": feats,
-             "query_box_feats": [e[0], 0.8 * e[3] + 0.6 * e[1]]}
+    cache = {
+        "gallery_dets": [np.c_[rec["boxes"], np.ones(2, np.float32)] for rec in gallery],
+        "gallery_feats": feats,
+        "query_box_feats": [e[0], 0.8 * e[3] + 0.6 * e[1]],
+    }
     cfg = OmegaConf.create({"INPUT": {"DATASET": "PRW"}, "EVAL_USE_CBGM": False, "EVAL_USE_GT": True})
     results = evaluate_cache(cfg, cache, gallery, query)
     path = tmp_path / "results.json"

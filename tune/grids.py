@@ -83,8 +83,15 @@ class TrialSpec:
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"key": self.key, "row": self.row, "paper_label": self.paper_label, "row_index": self.row_index,
-                "seed": self.seed, "overrides": self.overrides, "config": self.config}
+        return {
+            "key": self.key,
+            "row": self.row,
+            "paper_label": self.paper_label,
+            "row_index": self.row_index,
+            "seed": self.seed,
+            "overrides": self.overrides,
+            "config": self.config,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> TrialSpec:
@@ -100,8 +107,10 @@ def resolve_grid_path(grid: str) -> Path:
     for cand in (GRID_DIR / grid, GRID_DIR / f"{grid}.yaml"):
         if cand.is_file():
             return cand.resolve()
-    raise GridError(f"--grid {grid}: no such grid file; available: {', '.join(available_grids()) or 'none'}"
-                    f" (or give a path to a YAML file)")
+    raise GridError(
+        f"--grid {grid}: no such grid file; available: {', '.join(available_grids()) or 'none'}"
+        f" (or give a path to a YAML file)"
+    )
 
 
 def available_grids() -> list[str]:
@@ -135,7 +144,9 @@ def load_grid(path: str | Path) -> Grid:
     data = _read_yaml(path)
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
-        raise GridError(f"{shown}: unknown top-level key {unknown[0]!r}; expected some of: {', '.join(sorted(_TOP_KEYS))}")
+        raise GridError(
+            f"{shown}: unknown top-level key {unknown[0]!r}; expected some of: {', '.join(sorted(_TOP_KEYS))}"
+        )
     common = _read_yaml(COMMON_FILE) if COMMON_FILE.is_file() and path != COMMON_FILE else {}
 
     datasets_raw = {**(common.get("datasets") or {}), **(data.get("datasets") or {})}
@@ -172,7 +183,9 @@ def load_grid(path: str | Path) -> Grid:
             raise GridError(f"{shown}: rows[{i}]: expected a mapping with name, paper_label, overrides")
         bad = sorted(set(r) - _ROW_KEYS)
         if bad:
-            raise GridError(f"{shown}: rows[{i}]: unknown key {bad[0]!r}; expected some of: name, paper_label, overrides")
+            raise GridError(
+                f"{shown}: rows[{i}]: unknown key {bad[0]!r}; expected some of: name, paper_label, overrides"
+            )
         name = r.get("name")
         if not isinstance(name, str) or (not name and not implicit):
             raise GridError(f"{shown}: rows[{i}]: 'name' must be a non-empty string")
@@ -190,8 +203,16 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(v, list) or not v:
             raise GridError(f"{shown}: axes.{k}: expected a non-empty list of values, got {v!r}")
 
-    return Grid(path=path, name=str(data.get("name") or path.stem), description=str(data.get("description") or ""),
-                datasets=datasets, profiles=profiles, fixed=fixed, rows=rows, axes=axes)
+    return Grid(
+        path=path,
+        name=str(data.get("name") or path.stem),
+        description=str(data.get("description") or ""),
+        datasets=datasets,
+        profiles=profiles,
+        fixed=fixed,
+        rows=rows,
+        axes=axes,
+    )
 
 
 # ----------------------------------------------------------------- expansion
@@ -257,8 +278,14 @@ def expand(
             if extra:
                 cfg = _stage(grid, f"row '{name}': --set", None, extra, cfg)
             for seed in seeds:
-                spec = TrialSpec(key=f"r{index:02d}-{slug(name)}-s{seed}", row=name, paper_label=row.paper_label,
-                                 row_index=index, seed=int(seed), overrides={**row.overrides, **axis_ov})
+                spec = TrialSpec(
+                    key=f"r{index:02d}-{slug(name)}-s{seed}",
+                    row=name,
+                    paper_label=row.paper_label,
+                    row_index=index,
+                    seed=int(seed),
+                    overrides={**row.overrides, **axis_ov},
+                )
                 rt = {"SEED": int(seed)}
                 for k, v in (runtime or {}).items():
                     rt[k] = v(spec) if callable(v) else v

@@ -69,29 +69,62 @@ DEFAULT_STORAGE = _ROOT / "ray_results"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tune/run_ablation.py", description=__doc__.split("\n\n")[0],
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", default="table3", metavar="NAME|PATH",
-                   help="a grid of experiments/grids/ (table3, eps, micro) or a YAML file (default: table3)")
-    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                   help="synthetic: generated once and cached (default); prw / cuhk need --data-root")
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder (default: the base config's / data/synthetic-prw)")
+    p = argparse.ArgumentParser(
+        prog="python tune/run_ablation.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--grid",
+        default="table3",
+        metavar="NAME|PATH",
+        help="a grid of experiments/grids/ (table3, eps, micro) or a YAML file (default: table3)",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="synthetic",
+        help="synthetic: generated once and cached (default); prw / cuhk need --data-root",
+    )
+    p.add_argument(
+        "--data-root", metavar="DIR", help="dataset folder (default: the base config's / data/synthetic-prw)"
+    )
     p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 1..N per row (default 1)")
-    p.add_argument("--max-concurrent", type=int, metavar="N", help="at most N trials at once (default: as resources allow)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print the trial table (row, seed, overrides, resources) and exit")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep (--experiment NAME, default the latest); finished trials are not rerun")
+    p.add_argument(
+        "--max-concurrent", type=int, metavar="N", help="at most N trials at once (default: as resources allow)"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (repeatable)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the trial table (row, seed, overrides, resources) and exit"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep (--experiment NAME, default the latest); finished trials are not rerun",
+    )
     p.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun trials that failed")
     p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--experiment", metavar="NAME", help="sweep name (default: <grid>-<profile>-<dataset>-<time>)")
-    p.add_argument("--storage", metavar="DIR", default=str(DEFAULT_STORAGE),
-                   help="where sweeps live (default: <project>/ray_results; on a multi-node cluster a shared path)")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store)")
-    p.add_argument("--trial-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="environment variable set inside every trial (repeatable)")
+    p.add_argument(
+        "--storage",
+        metavar="DIR",
+        default=str(DEFAULT_STORAGE),
+        help="where sweeps live (default: <project>/ray_results; on a multi-node cluster a shared path)",
+    )
+    p.add_argument(
+        "--tracking-uri", metavar="URI", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the local store)"
+    )
+    p.add_argument(
+        "--trial-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment variable set inside every trial (repeatable)",
+    )
     p.add_argument("--force", action="store_true", help="run --profile paper without GPUs anyway")
     return p
 
@@ -135,7 +168,9 @@ def synthetic_root(specs: list) -> str:
     seed, ids, frames, size = settings.pop()
     if (seed, ids, frames, size) == (0, 0, 0, ""):
         return str(DEFAULT_SYNTH_ROOT)
-    parts = [f"s{seed}"] + ([f"i{ids}"] if ids else []) + ([f"f{frames}"] if frames else []) + ([str(size)] if size else [])
+    parts = (
+        [f"s{seed}"] + ([f"i{ids}"] if ids else []) + ([f"f{frames}"] if frames else []) + ([str(size)] if size else [])
+    )
     return f"{DEFAULT_SYNTH_ROOT}-{'-'.join(parts)}"
 
 
@@ -209,14 +244,25 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
             s.config["INPUT.DATA_ROOT"] = data_root
     experiments = {s.config["MLFLOW.EXPERIMENT"] for s in specs}
     if len(experiments) != 1:
-        raise GridError(f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
-                        f"a sweep's runs live in one MLflow experiment")
+        raise GridError(
+            f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
+            f"a sweep's runs live in one MLflow experiment"
+        )
     workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in specs)
     resources, device = plan_trial_resources(cluster or {"CPU": 1}, workers)
     state = SweepState(
-        experiment=name, exp_dir=str(exp_dir), tracking_uri=resolve_tracking_uri(args.tracking_uri),
-        mlflow_experiment=experiments.pop(), grid=grid.name, grid_file=str(grid.path), profile=args.profile,
-        dataset=args.dataset, seeds=seeds, resources=resources, device=device, env=_env_pairs(args.trial_env),
+        experiment=name,
+        exp_dir=str(exp_dir),
+        tracking_uri=resolve_tracking_uri(args.tracking_uri),
+        mlflow_experiment=experiments.pop(),
+        grid=grid.name,
+        grid_file=str(grid.path),
+        profile=args.profile,
+        dataset=args.dataset,
+        seeds=seeds,
+        resources=resources,
+        device=device,
+        env=_env_pairs(args.trial_env),
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     return state, {"grid": grid, "cluster": cluster, "data_root": data_root}, specs
@@ -225,9 +271,18 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
 def _tags(state: SweepState, spec) -> dict[str, str]:
     from oimnet.engine.tracking import git_commit
 
-    return {"sweep": state.experiment, "grid": state.grid, "row": spec.row, "row_index": str(spec.row_index),
-            "paper_label": spec.paper_label, "seed": str(spec.seed), "dataset": state.dataset,
-            "profile": state.profile, "git_commit": git_commit(), "trial": spec.key}
+    return {
+        "sweep": state.experiment,
+        "grid": state.grid,
+        "row": spec.row,
+        "row_index": str(spec.row_index),
+        "paper_label": spec.paper_label,
+        "seed": str(spec.seed),
+        "dataset": state.dataset,
+        "profile": state.profile,
+        "git_commit": git_commit(),
+        "trial": spec.key,
+    }
 
 
 def _finalize_specs(state: SweepState, specs: list, resources: dict, device: str) -> dict[str, dict]:
@@ -248,8 +303,9 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
     files: list[Path] = []
     exp_dir = Path(state.exp_dir)
     try:
-        text, plots = make_table(parent_ids=[state.parent_run_id], tracking_uri=state.tracking_uri,
-                                 plots_dir=exp_dir / "plots")
+        text, plots = make_table(
+            parent_ids=[state.parent_run_id], tracking_uri=state.tracking_uri, plots_dir=exp_dir / "plots"
+        )
         table = exp_dir / "table.md"
         table.write_text(text)
         files = [table, *plots]
@@ -258,15 +314,19 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
         print(f"(no table: {e})")
         plots = []
     if outcome:
-        print(f"trials: {len(outcome['finished'])} finished, {len(outcome['errored'])} failed, "
-              f"{len(outcome['unfinished'])} unfinished; wall time {elapsed / 60:.1f} min")
+        print(
+            f"trials: {len(outcome['finished'])} finished, {len(outcome['errored'])} failed, "
+            f"{len(outcome['unfinished'])} unfinished; wall time {elapsed / 60:.1f} min"
+        )
     print(f"sweep folder: {state.exp_dir}")
     if plots:
         print(f"plots: {exp_dir / 'plots'} ({', '.join(p.name for p in plots)})")
     print(f"MLflow: experiment '{state.mlflow_experiment}', parent run {state.parent_run_id}")
     if state.tracking_uri.startswith(("sqlite:", "file:")):
-        print(f"  browse: mlflow ui --backend-store-uri {state.tracking_uri} --host 127.0.0.1 --port 5000"
-              f"  (then select the parent's child runs and press Compare)")
+        print(
+            f"  browse: mlflow ui --backend-store-uri {state.tracking_uri} --host 127.0.0.1 --port 5000"
+            f"  (then select the parent's child runs and press Compare)"
+        )
     else:
         print(f"  browse: {state.tracking_uri}")
     return files
@@ -299,13 +359,17 @@ def main(argv: list[str] | None = None) -> int:
             workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in spec_list)
             resources, device = plan_trial_resources(cluster, workers)
             where = f"Ray cluster at {address}" if address else "local Ray"
-            print(f"grid {state.grid} ({state.grid_file}), dataset {state.dataset}, profile {state.profile}, "
-                  f"seeds {state.seeds}: {len(spec_list)} trials")
+            print(
+                f"grid {state.grid} ({state.grid_file}), dataset {state.dataset}, profile {state.profile}, "
+                f"seeds {state.seeds}: {len(spec_list)} trials"
+            )
             print(f"{where}: {format_resources(cluster)}; data root {spec_list[0].config['INPUT.DATA_ROOT']}")
             print_trial_table(spec_list, resources, device)
             return 0
         if Path(state.exp_dir).exists():
-            fail(f"--experiment {state.experiment}: {state.exp_dir} exists; use --resume to continue it, or another name")
+            fail(
+                f"--experiment {state.experiment}: {state.exp_dir} exists; use --resume to continue it, or another name"
+            )
         if args.dataset != "synthetic" and not Path(ctx["data_root"]).is_dir():
             fail(f"--data-root {ctx['data_root']}: not a directory; point it at the {args.dataset} download")
 
@@ -329,16 +393,19 @@ def main(argv: list[str] | None = None) -> int:
         state.save()
         state.parent_run_id = start_parent(state, len(specs), [trials_file, Path(state.grid_file)])
         state.save()
-        print(f"sweep {state.experiment}: {len(specs)} trials, each {format_resources(resources)} on {device}; "
-              f"MLflow parent run {state.parent_run_id}")
+        print(
+            f"sweep {state.experiment}: {len(specs)} trials, each {format_resources(resources)} on {device}; "
+            f"MLflow parent run {state.parent_run_id}"
+        )
     else:
         _init_ray(address)
         reopen_parent(state)
 
     status, outcome = "FAILED", None
     try:
-        tuner = build_tuner(state, specs, restore=args.resume, max_concurrent=args.max_concurrent,
-                            retry_failed=args.retry_failed)
+        tuner = build_tuner(
+            state, specs, restore=args.resume, max_concurrent=args.max_concurrent, retry_failed=args.retry_failed
+        )
         results = tuner.fit()
         outcome = trial_outcome(results, specs)
         status = sweep_status(outcome)
@@ -350,13 +417,17 @@ def main(argv: list[str] | None = None) -> int:
             files = report(state, outcome, time.time() - t_start)
         end_parent(state, status, files)
     if status == "KILLED":
-        print(f"\ninterrupted: MLflow parent run {state.parent_run_id} marked KILLED. Continue with:\n"
-              f"  python tune/run_ablation.py --resume --experiment {state.experiment}"
-              + (f" --storage {Path(state.exp_dir).parent}" if Path(state.exp_dir).parent != DEFAULT_STORAGE else ""))
+        print(
+            f"\ninterrupted: MLflow parent run {state.parent_run_id} marked KILLED. Continue with:\n"
+            f"  python tune/run_ablation.py --resume --experiment {state.experiment}"
+            + (f" --storage {Path(state.exp_dir).parent}" if Path(state.exp_dir).parent != DEFAULT_STORAGE else "")
+        )
         return 130
     if status == "FAILED":
-        print(f"some trials failed after {MAX_FAILURES} retries: {', '.join(outcome['errored'])}; "
-              f"see {state.exp_dir}/<trial>/error.txt and outputs/<trial>/train.log")
+        print(
+            f"some trials failed after {MAX_FAILURES} retries: {', '.join(outcome['errored'])}; "
+            f"see {state.exp_dir}/<trial>/error.txt and outputs/<trial>/train.log"
+        )
         return 1
     return 0
 
@@ -367,11 +438,13 @@ def paper_on_cpu_message(spec_list: list, dataset: str, data_root: str, cluster:
     images = _count_train_images(dataset, data_root)
     cpus = cluster.get("CPU", 1)
     hours = estimate_cpu_hours(len(spec_list), epochs, images, cpus)
-    return (f"--profile paper: no GPU here ({format_resources(cluster)}). Expected time: at least "
-            f"{hours:,.0f} hours ({hours / 24:,.0f} days) = {len(spec_list)} trials x {epochs} epochs x {images} "
-            f"training images x {CPU_SECONDS_PER_IMAGE_2CORES * 2 / max(cpus, 1):.0f} s per image "
-            f"(ResNet-50 forward+backward at 900x1500, measured on 2 CPU cores; RPN, loss and evaluation not "
-            f"counted). Add --force to run it anyway, or use --profile smoke.")
+    return (
+        f"--profile paper: no GPU here ({format_resources(cluster)}). Expected time: at least "
+        f"{hours:,.0f} hours ({hours / 24:,.0f} days) = {len(spec_list)} trials x {epochs} epochs x {images} "
+        f"training images x {CPU_SECONDS_PER_IMAGE_2CORES * 2 / max(cpus, 1):.0f} s per image "
+        f"(ResNet-50 forward+backward at 900x1500, measured on 2 CPU cores; RPN, loss and evaluation not "
+        f"counted). Add --force to run it anyway, or use --profile smoke."
+    )
 
 
 def _connect_and_read(address: str | None) -> dict:

@@ -76,13 +76,29 @@ def start_parent(state: SweepState, n_trials: int, artifacts: list[Path]) -> str
     from oimnet.engine.tracking import git_commit
 
     run = RunLogger.start(
-        state.tracking_uri, state.mlflow_experiment, run_name=state.experiment,
-        tags={"sweep": state.experiment, "grid": state.grid, "profile": state.profile, "dataset": state.dataset,
-              "seeds": ",".join(str(s) for s in state.seeds), "git_commit": git_commit(),
-              "ray_experiment_dir": state.exp_dir, "oimnet.role": "sweep"},
+        state.tracking_uri,
+        state.mlflow_experiment,
+        run_name=state.experiment,
+        tags={
+            "sweep": state.experiment,
+            "grid": state.grid,
+            "profile": state.profile,
+            "dataset": state.dataset,
+            "seeds": ",".join(str(s) for s in state.seeds),
+            "git_commit": git_commit(),
+            "ray_experiment_dir": state.exp_dir,
+            "oimnet.role": "sweep",
+        },
     )
-    run.log_params({"grid_file": state.grid_file, "n_trials": n_trials, "seeds": state.seeds,
-                    "trial_resources": state.resources, "device": state.device})
+    run.log_params(
+        {
+            "grid_file": state.grid_file,
+            "n_trials": n_trials,
+            "seeds": state.seeds,
+            "trial_resources": state.resources,
+            "device": state.device,
+        }
+    )
     for a in artifacts:
         run.log_artifact(a)
     return run.run_id
@@ -111,8 +127,9 @@ def _trial_name(trial) -> str:
     return trial.config["trial"]
 
 
-def build_tuner(state: SweepState, specs: dict[str, dict], *, restore: bool, max_concurrent: int | None,
-                retry_failed: bool = False):
+def build_tuner(
+    state: SweepState, specs: dict[str, dict], *, restore: bool, max_concurrent: int | None, retry_failed: bool = False
+):
     """A Tuner over the trial keys (fresh, or ``Tuner.restore`` of exp_dir)."""
     import ray.cloudpickle
     from ray import tune
@@ -121,20 +138,29 @@ def build_tuner(state: SweepState, specs: dict[str, dict], *, restore: bool, max
 
     # Workers unpickle the trainable without importing this checkout's tune/.
     ray.cloudpickle.register_pickle_by_value(trainable_module)
-    fn = tune.with_parameters(trainable_module.run_trial, specs=specs, tracking_uri=state.tracking_uri,
-                              parent_run_id=state.parent_run_id, env=state.env)
+    fn = tune.with_parameters(
+        trainable_module.run_trial,
+        specs=specs,
+        tracking_uri=state.tracking_uri,
+        parent_run_id=state.parent_run_id,
+        env=state.env,
+    )
     fn = tune.with_resources(fn, state.resources)
     exp_dir = Path(state.exp_dir)
     if restore:
-        return tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True,
-                                  resume_errored=retry_failed)
+        return tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=retry_failed)
     return tune.Tuner(
         fn,
         param_space={"trial": tune.grid_search(list(specs))},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent,
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        tune_config=tune.TuneConfig(
+            num_samples=1,
+            max_concurrent_trials=max_concurrent,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
         run_config=tune.RunConfig(
-            name=exp_dir.name, storage_path=str(exp_dir.parent),
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1,

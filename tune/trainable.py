@@ -148,8 +148,14 @@ def run_trial(config: dict, specs: dict, tracking_uri: str, parent_run_id: str |
             tune.report(values, checkpoint=tune.Checkpoint.from_directory(d))
         _prune(out, KEEP_CHECKPOINTS)
 
-    final = train_run(cfg, resume=True, epoch_callback=on_epoch, mlflow_parent_run_id=parent_run_id,
-                      mlflow_tags=spec["tags"], tracking_uri=tracking_uri)
+    final = train_run(
+        cfg,
+        resume=True,
+        epoch_callback=on_epoch,
+        mlflow_parent_run_id=parent_run_id,
+        mlflow_tags=spec["tags"],
+        tracking_uri=tracking_uri,
+    )
     if not reported:
         # Restored after its last epoch (stopped while finishing up): nothing
         # was trained in this attempt, so tell Tune the final state once.

@@ -13,9 +13,17 @@ from .synth import ensure_synthetic
 _LOADER_NAMES = ("build_train_loader", "build_test_loader", "collate", "EpochBatchSampler")
 
 __all__ = [
-    "load_records", "load_cuhk_protocol", "num_train_ids", "parse_stats",
-    "build_train_loader", "build_test_loader", "collate", "EpochBatchSampler",
-    "ensure_synthetic", "DatasetError", "UNLABELED_PID",
+    "load_records",
+    "load_cuhk_protocol",
+    "num_train_ids",
+    "parse_stats",
+    "build_train_loader",
+    "build_test_loader",
+    "collate",
+    "EpochBatchSampler",
+    "ensure_synthetic",
+    "DatasetError",
+    "UNLABELED_PID",
 ]
 
 

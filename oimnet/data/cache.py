@@ -55,12 +55,10 @@ def cache_locations(root: str, kind: str) -> list[str]:
     root = os.path.abspath(root)
     base = os.environ.get("OIMNET_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "oimnet")
     tag = hashlib.sha1(root.encode()).hexdigest()[:16]
-    return [os.path.join(root, f".oimnet-cache-{kind}.pkl"),
-            os.path.join(base, "annotations", f"{tag}-{kind}.pkl")]
+    return [os.path.join(root, f".oimnet-cache-{kind}.pkl"), os.path.join(base, "annotations", f"{tag}-{kind}.pkl")]
 
 
-def load_or_build(root: str, kind: str, key: str, build: Callable[[], Any],
-                  use_cache: bool = True) -> Any:
+def load_or_build(root: str, kind: str, key: str, build: Callable[[], Any], use_cache: bool = True) -> Any:
     """The cached value of ``kind`` for ``root`` if its key equals ``key``,
     else ``build()`` (then stored; a failed store is not an error)."""
     if not use_cache:

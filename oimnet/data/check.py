@@ -24,10 +24,18 @@ from .records import UNLABELED_PID, DatasetError
 from .synth import read_meta
 
 PUBLISHED = {
-    "CUHK-SYSU": {"train": {"images": 11206, "identities": 5532}, "gallery": {"images": 6978},
-                  "query": {"images": 2900}, "total_images": 18184},
-    "PRW": {"train": {"images": 5704, "identities": 482}, "gallery": {"images": 6112, "identities": 450},
-            "query": {"images": 2057}, "total_images": 11816},
+    "CUHK-SYSU": {
+        "train": {"images": 11206, "identities": 5532},
+        "gallery": {"images": 6978},
+        "query": {"images": 2900},
+        "total_images": 18184,
+    },
+    "PRW": {
+        "train": {"images": 5704, "identities": 482},
+        "gallery": {"images": 6112, "identities": 450},
+        "query": {"images": 2057},
+        "total_images": 11816,
+    },
 }
 MAX_LISTED = 20
 
@@ -36,8 +44,13 @@ def split_counts(records: list[dict], with_cameras: bool) -> dict:
     """images, boxes, labeled_boxes, unlabeled_boxes, identities of a split."""
     pids = np.concatenate([r["pids"] for r in records]) if records else np.zeros(0, np.int64)
     labeled = pids[pids != UNLABELED_PID]
-    out = {"images": len(records), "boxes": int(pids.size), "labeled_boxes": int(labeled.size),
-           "unlabeled_boxes": int(pids.size - labeled.size), "identities": int(np.unique(labeled).size)}
+    out = {
+        "images": len(records),
+        "boxes": int(pids.size),
+        "labeled_boxes": int(labeled.size),
+        "unlabeled_boxes": int(pids.size - labeled.size),
+        "identities": int(np.unique(labeled).size),
+    }
     if with_cameras:
         cams = Counter(r["cam_id"] for r in records)
         out["frames_per_camera"] = {str(c): cams[c] for c in sorted(cams)}
@@ -73,8 +86,7 @@ def check(dataset: str, root: str) -> dict:
         for split in ("train", "gallery"):
             report[split] = split_counts(splits[split], with_cameras=fmt == "prw")
         q = splits["query"]
-        report["query"] = {"images": len(q),
-                           "identities": len({int(r["pids"][0]) for r in q})}
+        report["query"] = {"images": len(q), "identities": len({int(r["pids"][0]) for r in q})}
     meta = read_meta(root) if os.path.isdir(root) else None
     if meta is not None:
         report["expected"], report["expected_source"] = meta["counts"], "synth_meta.json"
@@ -89,8 +101,10 @@ def format_report(report: dict) -> str:
     """Human-readable table: found (expected) per split and column."""
     exp = report.get("expected", {})
     cols = ("images", "boxes", "labeled_boxes", "unlabeled_boxes", "identities")
-    lines = [f"{report['dataset']} at {report['root']}"
-             + (f"  (expected: {report['expected_source']} counts in brackets)" if exp else "")]
+    lines = [
+        f"{report['dataset']} at {report['root']}"
+        + (f"  (expected: {report['expected_source']} counts in brackets)" if exp else "")
+    ]
     lines.append(f"{'split':8s}" + "".join(f"{c:>22s}" for c in cols))
     for split in ("train", "gallery", "query"):
         if split not in report:
@@ -103,8 +117,10 @@ def format_report(report: dict) -> str:
             row += f"{cell:>22s}"
         lines.append(row)
         if "frames_per_camera" in report[split]:
-            lines.append(f"{'':8s}frames per camera: " + ", ".join(
-                f"c{c}={n}" for c, n in report[split]["frames_per_camera"].items()))
+            lines.append(
+                f"{'':8s}frames per camera: "
+                + ", ".join(f"c{c}={n}" for c, n in report[split]["frames_per_camera"].items())
+            )
     for k, v in report.get("parse_stats", {}).items():
         lines.append(f"{k}: {v}")
     n = report["problem_count"]

@@ -41,8 +41,7 @@ def _load(root: str, rel: str, var: str) -> np.ndarray:
     return get_var(load_mat(os.path.join(root, rel), rel), var, rel)
 
 
-def read_images(root: str, on_error: Callable[[str], None] | None = None
-                ) -> tuple[dict[str, np.ndarray], int]:
+def read_images(root: str, on_error: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Images.mat -> ({name: valid boxes xywh float64 (n, 4)}, #dropped boxes).
 
     Zero-size boxes are dropped; an image left without boxes raises (or is
@@ -76,15 +75,15 @@ def _image_boxes(idlocate, label: str) -> np.ndarray:
         return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
     if arr.dtype.kind in "iuf" and arr.size % 4 == 0:  # tolerate a plain n x 4 matrix
         return arr.astype(np.float64).reshape(-1, 4)
-    raise DatasetError(f"{label}: expected a 1 x n struct array of 1x4 boxes, found shape "
-                       f"{arr.shape} dtype {arr.dtype}")
+    raise DatasetError(
+        f"{label}: expected a 1 x n struct array of 1x4 boxes, found shape {arr.shape} dtype {arr.dtype}"
+    )
 
 
 def read_pool(root: str) -> list[str]:
     """Gallery image names in pool.mat order."""
     pool = _load(root, POOL_MAT, "pool")
-    return [mat_str(c, f"{POOL_MAT}: pool({i + 1})")
-            for i, c in enumerate(np.asarray(pool).reshape(-1, order="F"))]
+    return [mat_str(c, f"{POOL_MAT}: pool({i + 1})") for i, c in enumerate(np.asarray(pool).reshape(-1, order="F"))]
 
 
 def _match(boxes: np.ndarray, pids: np.ndarray, box: np.ndarray, pid: int) -> bool:
@@ -105,14 +104,17 @@ def read_train_identities(root: str) -> list[list[tuple[str, np.ndarray]]]:
         scenes = []
         for j, scene in enumerate(struct_items(field(item, "scene", label), label + ".scene")):
             slabel = f"{label}.scene({j + 1})"
-            scenes.append((mat_str(field(scene, "imname", slabel), slabel + ".imname"),
-                           mat_box(field(scene, "idlocate", slabel), slabel + ".idlocate")))
+            scenes.append(
+                (
+                    mat_str(field(scene, "imname", slabel), slabel + ".imname"),
+                    mat_box(field(scene, "idlocate", slabel), slabel + ".idlocate"),
+                )
+            )
         identities.append(scenes)
     return identities
 
 
-def read_protocol(root: str, gallery_size: int
-                  ) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray | None]]]]:
+def read_protocol(root: str, gallery_size: int) -> list[tuple[str, np.ndarray, list[tuple[str, np.ndarray | None]]]]:
     """TestG{N}.mat -> per query (name, box xywh, [(gallery name, box xywh or None)])."""
     rel = protocol_mat(gallery_size)
     var = f"TestG{gallery_size}"
@@ -127,15 +129,17 @@ def read_protocol(root: str, gallery_size: int
         gallery = []
         for g, entry in enumerate(struct_items(field(item, "Gallery", label), label + ".Gallery")):
             glabel = f"{label}.Gallery({g + 1})"
-            gallery.append((mat_str(field(entry, "imname", glabel), glabel + ".imname"),
-                            mat_box(field(entry, "idlocate", glabel), glabel + ".idlocate",
-                                    allow_empty=True)))
+            gallery.append(
+                (
+                    mat_str(field(entry, "imname", glabel), glabel + ".imname"),
+                    mat_box(field(entry, "idlocate", glabel), glabel + ".idlocate", allow_empty=True),
+                )
+            )
         out.append((qname, qbox, gallery))
     return out
 
 
-def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None
-               ) -> tuple[dict[str, list[dict]], dict]:
+def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None) -> tuple[dict[str, list[dict]], dict]:
     """All three splits of a CUHK-SYSU root, plus parse statistics.
 
     Returns ({"train", "gallery", "query"} -> records, stats) with stats
@@ -147,8 +151,7 @@ def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None
     pool_set = set(pool)
     missing = [n for n in pool if n not in boxes_by_name]
     if missing:
-        raise DatasetError(f"{POOL_MAT}: {len(missing)} gallery images are not in {IMAGES_MAT} "
-                           f"(first: {missing[:5]})")
+        raise DatasetError(f"{POOL_MAT}: {len(missing)} gallery images are not in {IMAGES_MAT} (first: {missing[:5]})")
     train_names = sorted(n for n in boxes_by_name if n not in pool_set)
     train_pids = {n: np.full(len(boxes_by_name[n]), UNLABELED_PID, np.int64) for n in train_names}
     test_pids = {n: np.full(len(boxes_by_name[n]), UNLABELED_PID, np.int64) for n in pool}
@@ -170,22 +173,19 @@ def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None
                 break
             if gname not in test_pids or not _match(boxes_by_name[gname], test_pids[gname], gbox, q):
                 unmatched_test += 1
-        queries.append(make_record(qname, os.path.join(root, IMAGE_DIR, qname),
-                                   xywh_to_xyxy(qbox), [q], -1))
+        queries.append(make_record(qname, os.path.join(root, IMAGE_DIR, qname), xywh_to_xyxy(qbox), [q], -1))
 
     def records(names, pids):
-        return [make_record(n, os.path.join(root, IMAGE_DIR, n), xywh_to_xyxy(boxes_by_name[n]),
-                            pids[n], -1) for n in names]
+        return [
+            make_record(n, os.path.join(root, IMAGE_DIR, n), xywh_to_xyxy(boxes_by_name[n]), pids[n], -1) for n in names
+        ]
 
-    splits = {"train": records(train_names, train_pids), "gallery": records(pool, test_pids),
-              "query": queries}
-    stats = {"dropped_boxes": dropped, "unmatched_train": unmatched_train,
-             "unmatched_test": unmatched_test}
+    splits = {"train": records(train_names, train_pids), "gallery": records(pool, test_pids), "query": queries}
+    stats = {"dropped_boxes": dropped, "unmatched_train": unmatched_train, "unmatched_test": unmatched_test}
     return splits, stats
 
 
-def protocol_entries(root: str, gallery_size: int, queries: list[dict]
-                     ) -> list[tuple[list[str], np.ndarray]]:
+def protocol_entries(root: str, gallery_size: int, queries: list[dict]) -> list[tuple[list[str], np.ndarray]]:
     """TestG{N} as compact per-query (gallery names, boxes xyxy (k, 4), NaN rows = absent).
 
     Checks that its queries are those of TestG50 (``queries``), in order.
@@ -197,8 +197,10 @@ def protocol_entries(root: str, gallery_size: int, queries: list[dict]
     out = []
     for q, ((qname, _, gallery), qrec) in enumerate(zip(proto, queries), 1):
         if qname != qrec["img_name"]:
-            raise DatasetError(f"{rel}: query {q} is {qname}, but in {protocol_mat(50)} it is "
-                               f"{qrec['img_name']} (expected the same query order)")
+            raise DatasetError(
+                f"{rel}: query {q} is {qname}, but in {protocol_mat(50)} it is "
+                f"{qrec['img_name']} (expected the same query order)"
+            )
         names = [g for g, _ in gallery]
         boxes = np.full((len(gallery), 4), np.nan)
         for i, (_, box) in enumerate(gallery):
@@ -208,8 +210,7 @@ def protocol_entries(root: str, gallery_size: int, queries: list[dict]
     return out
 
 
-def full_set_entries(gallery: list[dict], queries: list[dict]
-                     ) -> list[tuple[list[str], np.ndarray]]:
+def full_set_entries(gallery: list[dict], queries: list[dict]) -> list[tuple[list[str], np.ndarray]]:
     """The "full set" protocol: every gallery image but the query's own; the
     positive box is the gallery record's (first) box carrying the query's pid."""
     names = [rec["img_name"] for rec in gallery]
@@ -230,7 +231,7 @@ def full_set_entries(gallery: list[dict], queries: list[dict]
         if own is None:
             out.append((list(names), boxes))
         else:
-            out.append((names[:own] + names[own + 1:], np.delete(boxes, own, axis=0)))
+            out.append((names[:own] + names[own + 1 :], np.delete(boxes, own, axis=0)))
     return out
 
 

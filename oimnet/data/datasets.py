@@ -51,10 +51,16 @@ def _pack(records: list[dict], root: str) -> dict:
 def _unpack(packed: dict, root: str) -> list[dict]:
     off = packed["offsets"]
     boxes, pids = packed["boxes"], packed["pids"]
-    return [{"img_name": name, "img_path": os.path.join(root, rel),
-             "boxes": boxes[off[i]:off[i + 1]].copy(), "pids": pids[off[i]:off[i + 1]].copy(),
-             "cam_id": int(packed["cams"][i])}
-            for i, (name, rel) in enumerate(zip(packed["names"], packed["relpaths"]))]
+    return [
+        {
+            "img_name": name,
+            "img_path": os.path.join(root, rel),
+            "boxes": boxes[off[i] : off[i + 1]].copy(),
+            "pids": pids[off[i] : off[i + 1]].copy(),
+            "cam_id": int(packed["cams"][i]),
+        }
+        for i, (name, rel) in enumerate(zip(packed["names"], packed["relpaths"]))
+    ]
 
 
 def _parsed(fmt: str, root: str, use_cache: bool) -> dict:
@@ -69,12 +75,12 @@ def _parsed(fmt: str, root: str, use_cache: bool) -> dict:
             splits, stats = prw.parse_prw(root), {}
         return {"splits": {s: _pack(r, root) for s, r in splits.items()}, "stats": stats}
 
-    return cache.load_or_build(root, f"{fmt}-annotations", cache.fingerprint(root, files, dirs),
-                               build, use_cache)
+    return cache.load_or_build(root, f"{fmt}-annotations", cache.fingerprint(root, files, dirs), build, use_cache)
 
 
-def load_records(dataset: str, root: str, split: str, use_cache: bool = True,
-                 synth_kwargs: dict | None = None) -> list[dict]:
+def load_records(
+    dataset: str, root: str, split: str, use_cache: bool = True, synth_kwargs: dict | None = None
+) -> list[dict]:
     """Records of one split, in dataset order (see records.py for the dict).
 
     dataset: "CUHK-SYSU", "PRW" or "synthetic"; split: "train", "gallery"
@@ -112,8 +118,9 @@ def load_cuhk_protocol(root: str, gallery_size: int, use_cache: bool = True) -> 
     the gallery records).
     """
     if gallery_size != -1 and gallery_size not in cuhk.GALLERY_SIZES:
-        raise ValueError(f"gallery_size {gallery_size}: expected one of "
-                         f"{', '.join(map(str, cuhk.GALLERY_SIZES))} or -1 (full set)")
+        raise ValueError(
+            f"gallery_size {gallery_size}: expected one of {', '.join(map(str, cuhk.GALLERY_SIZES))} or -1 (full set)"
+        )
     root = _resolve_root("CUHK-SYSU", root)
     queries = load_records("CUHK-SYSU", root, "query", use_cache)
     if gallery_size == -1:
@@ -121,8 +128,14 @@ def load_cuhk_protocol(root: str, gallery_size: int, use_cache: bool = True) -> 
     else:
         files, _ = cuhk.input_files(root)
         key = cache.fingerprint(root, files + [os.path.join(root, cuhk.protocol_mat(gallery_size))])
-        entries = cache.load_or_build(root, f"cuhk-protocol-G{gallery_size}", key,
-                                      lambda: cuhk.protocol_entries(root, gallery_size, queries),
-                                      use_cache)
-    return [[{"img_name": n, "box": None if np.isnan(b[0]) else b.copy()} for n, b in zip(names, boxes)]
-            for names, boxes in entries]
+        entries = cache.load_or_build(
+            root,
+            f"cuhk-protocol-G{gallery_size}",
+            key,
+            lambda: cuhk.protocol_entries(root, gallery_size, queries),
+            use_cache,
+        )
+    return [
+        [{"img_name": n, "box": None if np.isnan(b[0]) else b.copy()} for n, b in zip(names, boxes)]
+        for names, boxes in entries
+    ]

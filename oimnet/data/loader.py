@@ -47,8 +47,13 @@ class DetectionDataset(Dataset):
         img, boxes, scale = T.resize(img, rec["boxes"], self.min_size, self.max_size)
         if flip:
             img, boxes = T.hflip(img, boxes)
-        target = {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(rec["pids"].astype(np.int64)),
-                  "img_name": rec["img_name"], "scale": scale, "index": int(index)}
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(rec["pids"].astype(np.int64)),
+            "img_name": rec["img_name"],
+            "scale": scale,
+            "index": int(index),
+        }
         return T.to_tensor(img), target
 
 
@@ -94,7 +99,7 @@ class EpochBatchSampler(Sampler):
         items = self.epoch_items(self.epoch)
         self.epoch += 1
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield items[start:start + self.batch_size]
+            yield items[start : start + self.batch_size]
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -108,8 +113,7 @@ def _seed_worker(worker_id: int) -> None:
 def _records(cfg, split: str) -> list[dict]:
     from .datasets import load_records
 
-    return load_records(cfg.INPUT.DATASET, cfg.INPUT.DATA_ROOT, split,
-                        synth_kwargs=synth_kwargs_from_cfg(cfg))
+    return load_records(cfg.INPUT.DATASET, cfg.INPUT.DATA_ROOT, split, synth_kwargs=synth_kwargs_from_cfg(cfg))
 
 
 def synth_kwargs_from_cfg(cfg) -> dict:
@@ -150,9 +154,16 @@ def build_train_loader(cfg, seed: int | None = None, records: Sequence[dict] | N
     base = _base_seed(cfg, seed)
     sampler = EpochBatchSampler(keep, cfg.INPUT.BATCH_SIZE_TRAIN, base)
     workers = int(cfg.INPUT.NUM_WORKERS_TRAIN)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(base),
-                      pin_memory=False, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(base),
+        pin_memory=False,
+        persistent_workers=False,
+    )
 
 
 def build_test_loader(cfg, split: str, records: Sequence[dict] | None = None) -> DataLoader:
@@ -162,6 +173,11 @@ def build_test_loader(cfg, split: str, records: Sequence[dict] | None = None) ->
         raise ValueError(f"split {split!r}: expected 'gallery' or 'query'")
     records = list(records) if records is not None else _records(cfg, split)
     dataset = DetectionDataset(records, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
-    return DataLoader(dataset, batch_size=int(cfg.INPUT.BATCH_SIZE_TEST), shuffle=False,
-                      num_workers=int(cfg.INPUT.NUM_WORKERS_TEST), collate_fn=collate,
-                      worker_init_fn=_seed_worker)
+    return DataLoader(
+        dataset,
+        batch_size=int(cfg.INPUT.BATCH_SIZE_TEST),
+        shuffle=False,
+        num_workers=int(cfg.INPUT.NUM_WORKERS_TEST),
+        collate_fn=collate,
+        worker_init_fn=_seed_worker,
+    )

@@ -30,8 +30,7 @@ from .records import UNLABELED_PID, DatasetError, make_record, xywh_to_xyxy
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
 UNLABELED_IDS_ALL = (-2,)
 UNLABELED_IDS_TRAIN = (-2, 483, 932)
-SPLIT_FILES = {"train": ("frame_train.mat", "img_index_train"),
-               "gallery": ("frame_test.mat", "img_index_test")}
+SPLIT_FILES = {"train": ("frame_train.mat", "img_index_train"), "gallery": ("frame_test.mat", "img_index_test")}
 QUERY_FILE = "query_info.txt"
 FRAME_DIR = "frames"
 ANNOTATION_DIR = "annotations"
@@ -72,20 +71,22 @@ def read_annotation(root: str, img_name: str) -> tuple[np.ndarray, np.ndarray]:
     if rows.size == 0:
         return np.zeros(0), np.zeros((0, 4))
     if rows.ndim != 2 or rows.shape[1] != 5 or rows.dtype.kind not in "iuf":
-        raise DatasetError(f"{label}: {key} should be an n x 5 numeric array [id, x, y, w, h], "
-                           f"found shape {rows.shape} dtype {rows.dtype}")
+        raise DatasetError(
+            f"{label}: {key} should be an n x 5 numeric array [id, x, y, w, h], "
+            f"found shape {rows.shape} dtype {rows.dtype}"
+        )
     rows = rows.astype(np.float64)
     return rows[:, 0], rows[:, 1:]
 
 
-def frame_record(root: str, img_name: str, ids: np.ndarray, boxes_xywh: np.ndarray,
-                 unlabeled_ids: tuple[int, ...]) -> dict:
+def frame_record(
+    root: str, img_name: str, ids: np.ndarray, boxes_xywh: np.ndarray, unlabeled_ids: tuple[int, ...]
+) -> dict:
     """Record of one frame from its raw annotation rows (clip, convert, relabel)."""
     boxes = xywh_to_xyxy(np.clip(boxes_xywh, 0, None))
     pids = ids.astype(np.int64)
     pids[np.isin(pids, unlabeled_ids)] = UNLABELED_PID
-    return make_record(img_name, os.path.join(root, FRAME_DIR, img_name), boxes, pids,
-                       camera_id(img_name))
+    return make_record(img_name, os.path.join(root, FRAME_DIR, img_name), boxes, pids, camera_id(img_name))
 
 
 def read_queries(root: str) -> list[dict]:
@@ -101,8 +102,9 @@ def read_queries(root: str) -> list[dict]:
         if not parts:
             continue
         if len(parts) != 6:
-            raise DatasetError(f"{QUERY_FILE}:{lineno}: expected 6 fields 'pid x y w h name', "
-                               f"found {len(parts)}: {line!r}")
+            raise DatasetError(
+                f"{QUERY_FILE}:{lineno}: expected 6 fields 'pid x y w h name', found {len(parts)}: {line!r}"
+            )
         try:
             pid = int(float(parts[0]))
             xywh = np.array([float(v) for v in parts[1:5]])
@@ -110,8 +112,7 @@ def read_queries(root: str) -> list[dict]:
             raise DatasetError(f"{QUERY_FILE}:{lineno}: non-numeric pid/box in {line!r}") from exc
         img_name = parts[5] if parts[5].endswith(".jpg") else parts[5] + ".jpg"
         box = np.clip(xywh_to_xyxy(xywh), 0, None)
-        queries.append(make_record(img_name, os.path.join(root, FRAME_DIR, img_name), box, [pid],
-                                   camera_id(img_name)))
+        queries.append(make_record(img_name, os.path.join(root, FRAME_DIR, img_name), box, [pid], camera_id(img_name)))
     return queries
 
 
@@ -140,5 +141,7 @@ def parse_prw(root: str, on_error: Callable[[str], None] | None = None) -> dict[
 
 def input_files(root: str) -> tuple[list[str], list[str]]:
     """(files, directories) whose contents the parsed annotations depend on."""
-    return ([os.path.join(root, f) for f in ("frame_train.mat", "frame_test.mat", QUERY_FILE)],
-            [os.path.join(root, ANNOTATION_DIR)])
+    return (
+        [os.path.join(root, f) for f in ("frame_train.mat", "frame_test.mat", QUERY_FILE)],
+        [os.path.join(root, ANNOTATION_DIR)],
+    )

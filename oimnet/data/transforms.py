@@ -18,8 +18,7 @@ def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float
     return min(min_size / short, max_size / long)
 
 
-def resize(img: Image.Image, boxes: np.ndarray, min_size: int, max_size: int
-           ) -> tuple[Image.Image, np.ndarray, float]:
+def resize(img: Image.Image, boxes: np.ndarray, min_size: int, max_size: int) -> tuple[Image.Image, np.ndarray, float]:
     """Bilinear resize by :func:`resize_scale`; boxes scaled by the same factor.
 
     Returns (image, boxes float32 (n, 4), scale = resized / original).

@@ -24,7 +24,10 @@ def select_device(cfg) -> torch.device:
                     f"NVIDIA_DEVICE: invalid value {index}; this machine has {torch.cuda.device_count()} CUDA device(s)"
                 )
             return torch.device("cuda", index)
-        log.warning("DEVICE is %r but no CUDA GPU is available: running on the CPU (slow; fine for the smoke profile)", cfg.DEVICE)
+        log.warning(
+            "DEVICE is %r but no CUDA GPU is available: running on the CPU (slow; fine for the smoke profile)",
+            cfg.DEVICE,
+        )
         return torch.device("cpu")
     if want != "cpu":
         raise ValueError(f"DEVICE: invalid value {cfg.DEVICE!r}; expected 'cuda' or 'cpu'")

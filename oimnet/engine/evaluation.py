@@ -12,8 +12,16 @@ log = logging.getLogger("oimnet")
 
 # Scalar metrics copied from an evaluation into MLflow and the Ray report.
 SCALAR_KEYS = (
-    "mAP", "top1", "top5", "top10", "det_ap", "det_recall",
-    "det_ap_labeled", "det_recall_labeled", "mAP_multiview", "top1_multiview",
+    "mAP",
+    "top1",
+    "top5",
+    "top10",
+    "det_ap",
+    "det_recall",
+    "det_ap_labeled",
+    "det_recall_labeled",
+    "mAP_multiview",
+    "top1_multiview",
 )
 
 

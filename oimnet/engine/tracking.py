@@ -40,7 +40,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
         store.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{store / 'mlflow.db'}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        rel = uri[len("sqlite:///"):]
+        rel = uri[len("sqlite:///") :]
         return f"sqlite:///{Path(rel).resolve()}"
     if "://" not in uri:  # a plain directory path
         return Path(uri).resolve().as_uri()
@@ -50,7 +50,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
 def _artifact_root(uri: str) -> str | None:
     """Artifact location for new experiments of a local store (absolute), else None."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return (db.parent / "artifacts").as_uri()
     return None
 
@@ -84,7 +84,11 @@ def git_commit(path: Path | None = None) -> str:
         if not head:
             return "unknown"
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=path,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

@@ -113,8 +113,12 @@ def _rng_to_safe(state: dict) -> dict:
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     out = {
         "python": [state["python"][0], list(state["python"][1]), state["python"][2]],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "torch": state["torch"],
     }
     if "cuda" in state:
@@ -157,15 +161,21 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device, ep
     from tqdm import tqdm
 
     model.train()
-    weights = {k: float(cfg.SOLVER[f"LW_{k[len('loss_'):].upper()}"]) for k in LOSS_KEYS}
+    weights = {k: float(cfg.SOLVER[f"LW_{k[len('loss_') :].upper()}"]) for k in LOSS_KEYS}
     clip = float(cfg.SOLVER.CLIP_GRADIENTS)
     disp = max(1, int(cfg.DISP_PERIOD))
     debug_step = int(os.environ.get(_DEBUG_NONFINITE_STEP, "0") or 0)
     sums: dict[str, float] = {}
     window: dict[str, list[float]] = {}
     n = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCHS}", leave=False, dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{cfg.SOLVER.MAX_EPOCHS}",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+        file=sys.stderr,
+    )
     for images, targets in bar:
         images, targets = _to_device(images, targets, device)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
@@ -204,8 +214,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device, ep
             avg = {k: float(np.mean(v)) for k, v in window.items()}
             avg["lr"] = lr
             run.log_metrics(avg, step=global_step)
-            log.info("step %d epoch %d: %s", global_step, epoch + 1,
-                     " ".join(f"{k}={v:.4f}" for k, v in avg.items()))
+            log.info("step %d epoch %d: %s", global_step, epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in avg.items()))
             window = {}
     bar.close()
     means = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
@@ -214,8 +223,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, cfg, device, ep
 
 def build_optimizer(model, cfg):
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=float(cfg.SOLVER.BASE_LR), momentum=float(cfg.SOLVER.SGD_MOMENTUM),
-                           weight_decay=float(cfg.SOLVER.WEIGHT_DECAY))
+    return torch.optim.SGD(
+        params,
+        lr=float(cfg.SOLVER.BASE_LR),
+        momentum=float(cfg.SOLVER.SGD_MOMENTUM),
+        weight_decay=float(cfg.SOLVER.WEIGHT_DECAY),
+    )
 
 
 def train_run(
@@ -253,8 +266,11 @@ def train_run(
     amp = bool(cfg.SOLVER.AMP) and device.type == "cuda"
     uri = resolve_tracking_uri(tracking_uri)
     run = RunLogger.start(
-        uri, cfg.MLFLOW.EXPERIMENT, run_name=cfg.MLFLOW.RUN_NAME or out.name,
-        tags=mlflow_tags, parent_run_id=mlflow_parent_run_id,
+        uri,
+        cfg.MLFLOW.EXPERIMENT,
+        run_name=cfg.MLFLOW.RUN_NAME or out.name,
+        tags=mlflow_tags,
+        parent_run_id=mlflow_parent_run_id,
         resume_run_id=state.get("mlflow_run_id") if state else None,
     )
     (out / "mlflow_run_id").write_text(run.run_id + "\n")
@@ -298,26 +314,30 @@ def train_run(
                 loader.batch_sampler.set_epoch(epoch)  # shuffle order and flips drawn from (seed, epoch)
             t0 = time.time()
             global_step, train_means = train_one_epoch(
-                model, loader, optimizer, scheduler, scaler, cfg, device, epoch, global_step, run, amp)
+                model, loader, optimizer, scheduler, scaler, cfg, device, epoch, global_step, run, amp
+            )
             done = epoch + 1
             epoch_metrics = dict(train_means)
             epoch_metrics["epoch_time_s"] = time.time() - t0
             last = done == max_epochs
             ckpt = None
             if done % int(cfg.CKPT_PERIOD) == 0 or last:
-                ckpt = save_atomic({
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "lr_scheduler": scheduler.state_dict(),
-                    "epoch": done,
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_to_safe(seeding.rng_state()),
-                    "config": to_yaml(cfg),
-                    "global_step": global_step,
-                    "seed": seed,
-                    "mlflow_run_id": run.run_id,
-                    "metrics": metrics,
-                }, checkpoint_path(out, done))
+                ckpt = save_atomic(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "lr_scheduler": scheduler.state_dict(),
+                        "epoch": done,
+                        "scaler": scaler.state_dict(),
+                        "rng": _rng_to_safe(seeding.rng_state()),
+                        "config": to_yaml(cfg),
+                        "global_step": global_step,
+                        "seed": seed,
+                        "mlflow_run_id": run.run_id,
+                        "metrics": metrics,
+                    },
+                    checkpoint_path(out, done),
+                )
                 log.info("checkpoint %s", ckpt)
             if done % int(cfg.EVAL_PERIOD) == 0 or last:
                 result = evaluate_model(model, cfg, device, out, tag=f"epoch{done:03d}")
@@ -344,8 +364,13 @@ def train_run(
         log.error("interrupted: MLflow run %s marked KILLED; resume with --resume", run.run_id)
         raise
     except BaseException as e:
-        log.error("run failed: %s: %s (MLflow run %s marked FAILED; the last checkpoint in %s is intact)",
-                  type(e).__name__, e, run.run_id, out)
+        log.error(
+            "run failed: %s: %s (MLflow run %s marked FAILED; the last checkpoint in %s is intact)",
+            type(e).__name__,
+            e,
+            run.run_id,
+            out,
+        )
         raise
     finally:
         handler.flush()
@@ -359,7 +384,9 @@ def train_run(
         restore_sigterm()
 
 
-def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict:
+def evaluate_checkpoint(
+    cfg: DictConfig, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True
+) -> dict:
     """`--eval --ckpt`: load our or the release's checkpoint and evaluate it."""
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)
@@ -376,8 +403,11 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str, tracking_uri: str | Non
         log.info("loaded %s (%s)", path, report)
         model.to(device)
         if log_to_mlflow:
-            run = RunLogger.start(resolve_tracking_uri(tracking_uri), cfg.MLFLOW.EXPERIMENT,
-                                  run_name=cfg.MLFLOW.RUN_NAME or f"eval-{path.stem}")
+            run = RunLogger.start(
+                resolve_tracking_uri(tracking_uri),
+                cfg.MLFLOW.EXPERIMENT,
+                run_name=cfg.MLFLOW.RUN_NAME or f"eval-{path.stem}",
+            )
             run.log_params({**flatten(cfg), "CKPT": str(path.resolve())})
             run.set_tags({**reproducibility_tags(device_description(device), int(cfg.SEED)), "mode": "eval"})
         result = evaluate_model(model, cfg, device, out, tag="eval")

@@ -10,5 +10,14 @@ from .cache import CacheError, load_cache, normalize_cache, save_cache
 from .detection import detection_metrics
 from .results import format_table, write_results_json
 
-__all__ = ["evaluate_cache", "save_cache", "load_cache", "normalize_cache", "CacheError",
-           "detection_metrics", "average_precision", "write_results_json", "format_table"]
+__all__ = [
+    "evaluate_cache",
+    "save_cache",
+    "load_cache",
+    "normalize_cache",
+    "CacheError",
+    "detection_metrics",
+    "average_precision",
+    "write_results_json",
+    "format_table",
+]

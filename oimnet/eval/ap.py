@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = ["average_precision", "average_precision_from_positives"]
 
+
 def average_precision(y_true, y_score) -> float:
     """AP of a ranking.
 

@@ -22,9 +22,18 @@ def _cfg(cfg, key, default):
     return default if value is None else value
 
 
-def evaluate_cache(cfg, cache: dict, gallery: list[dict], query: list[dict], protocol=None, *,
-                   multi_view: bool | None = None, gallery_size: int | None = None,
-                   per_query: bool = True, cache_name: str = "eval cache") -> dict:
+def evaluate_cache(
+    cfg,
+    cache: dict,
+    gallery: list[dict],
+    query: list[dict],
+    protocol=None,
+    *,
+    multi_view: bool | None = None,
+    gallery_size: int | None = None,
+    per_query: bool = True,
+    cache_name: str = "eval cache",
+) -> dict:
     """Detection and search metrics of an eval cache.
 
     cfg: uses INPUT.DATASET (synthetic = PRW protocol), EVAL_USE_CBGM,
@@ -58,15 +67,23 @@ def evaluate_cache(cfg, cache: dict, gallery: list[dict], query: list[dict], pro
     context = None
     if use_cbgm:
         if c["query_feats"] is None:
-            raise CacheError(f"{cache_name}: EVAL_USE_CBGM needs query_dets and query_feats "
-                             "(the query images run as gallery images, query box first)")
+            raise CacheError(
+                f"{cache_name}: EVAL_USE_CBGM needs query_dets and query_feats "
+                "(the query images run as gallery images, query box first)"
+            )
         context = [np.asarray(f[:k2], dtype=np.float64) for f in c["query_feats"]]
 
-    out: dict = {"dataset": dataset, "n_gallery": len(gallery), "n_queries": len(query),
-                 "use_cbgm": use_cbgm, "use_gt": bool(_cfg(cfg, "EVAL_USE_GT", False))}
+    out: dict = {
+        "dataset": dataset,
+        "n_gallery": len(gallery),
+        "n_queries": len(query),
+        "use_cbgm": use_cbgm,
+        "use_gt": bool(_cfg(cfg, "EVAL_USE_GT", False)),
+    }
     out["det_recall"], out["det_ap"] = detection_metrics(gallery, c["gallery_dets"], DET_SCORE_FLOOR)
     out["det_recall_labeled"], out["det_ap_labeled"] = detection_metrics(
-        gallery, c["gallery_dets"], DET_SCORE_FLOOR, labeled_only=True)
+        gallery, c["gallery_dets"], DET_SCORE_FLOOR, labeled_only=True
+    )
 
     index = build_gallery_index(gallery, c["gallery_dets"], c["gallery_feats"], SEARCH_SCORE_THRESH)
     if is_cuhk:
@@ -74,14 +91,18 @@ def evaluate_cache(cfg, cache: dict, gallery: list[dict], query: list[dict], pro
         if gallery_size == -1 and (protocol is None or has_test_pids(query)):
             tasks = [cuhk_full_set_task(index, gallery, query, keep_top=per_query)]
         elif protocol is None:
-            raise ValueError(f"CUHK-SYSU gallery size {gallery_size} needs its protocol list "
-                             "(oimnet.data.load_cuhk_protocol(root, gallery_size))")
+            raise ValueError(
+                f"CUHK-SYSU gallery size {gallery_size} needs its protocol list "
+                "(oimnet.data.load_cuhk_protocol(root, gallery_size))"
+            )
         else:
             tasks = [cuhk_task(index, query, protocol, keep_top=per_query)]
     else:
         out["multi_view"] = bool(multi_view)
-        tasks = [prw_task(index, gallery, query, multi_view=bool(multi_view), keep_top=per_query),
-                 prw_task(index, gallery, query, multi_view=not multi_view)]
+        tasks = [
+            prw_task(index, gallery, query, multi_view=bool(multi_view), keep_top=per_query),
+            prw_task(index, gallery, query, multi_view=not multi_view),
+        ]
     results = run_search(index, c["query_box_feats"], tasks, context=context, k1=k1)
 
     main = results[0]
@@ -98,16 +119,23 @@ def evaluate_cache(cfg, cache: dict, gallery: list[dict], query: list[dict], pro
 def _per_query(index, query, res) -> list[dict]:
     rows = []
     for q, rec in enumerate(query):
-        rows.append({
-            "img_name": rec["img_name"],
-            "box": [float(v) for v in np.asarray(rec["boxes"]).reshape(-1)[:4]],
-            "pid": int(np.asarray(rec["pids"]).reshape(-1)[0]),
-            "ap": float(res.ap[q]),
-            "count_gt": int(res.count_gt[q]),
-            "count_tp": int(res.count_tp[q]),
-            "top10": [{"img_name": index.names[index.det_img[d]],
-                       "box": [float(v) for v in index.boxes[d]],
-                       "score": score, "correct": bool(ok)} for d, score, ok in res.top[q]],
-        })
+        rows.append(
+            {
+                "img_name": rec["img_name"],
+                "box": [float(v) for v in np.asarray(rec["boxes"]).reshape(-1)[:4]],
+                "pid": int(np.asarray(rec["pids"]).reshape(-1)[0]),
+                "ap": float(res.ap[q]),
+                "count_gt": int(res.count_gt[q]),
+                "count_tp": int(res.count_tp[q]),
+                "top10": [
+                    {
+                        "img_name": index.names[index.det_img[d]],
+                        "box": [float(v) for v in index.boxes[d]],
+                        "score": score,
+                        "correct": bool(ok),
+                    }
+                    for d, score, ok in res.top[q]
+                ],
+            }
+        )
     return rows
-

@@ -81,7 +81,9 @@ def load_cache(path) -> dict:
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
         raise CacheError(f"eval cache {path}: cannot be read as a torch.save file of arrays ({exc})") from exc
     if not isinstance(obj, dict):
-        raise CacheError(f"eval cache {path}: expected a dict with keys {', '.join(CACHE_KEYS)}, got {type(obj).__name__}")
+        raise CacheError(
+            f"eval cache {path}: expected a dict with keys {', '.join(CACHE_KEYS)}, got {type(obj).__name__}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise CacheError(f"eval cache {path}: missing key(s) {', '.join(missing)} (has {', '.join(map(str, obj))})")
@@ -123,8 +125,13 @@ def normalize_cache(cache: dict, n_gallery: int, n_query: int, where: str = "eva
     for key in REQUIRED_KEYS:
         if key not in cache:
             raise CacheError(f"{where}: missing key {key!r}")
-    expect = {"gallery_dets": n_gallery, "gallery_feats": n_gallery, "query_box_feats": n_query,
-              "query_dets": n_query, "query_feats": n_query}
+    expect = {
+        "gallery_dets": n_gallery,
+        "gallery_feats": n_gallery,
+        "query_box_feats": n_query,
+        "query_dets": n_query,
+        "query_feats": n_query,
+    }
     present = {}
     for key, n in expect.items():
         val = cache.get(key)
@@ -144,7 +151,9 @@ def normalize_cache(cache: dict, n_gallery: int, n_query: int, where: str = "eva
     feats = [_entry(x, "gallery_feats", i, dim, where) for i, x in enumerate(present["gallery_feats"])]
     for i, (d, f) in enumerate(zip(dets, feats)):
         if len(d) != len(f):
-            raise CacheError(f"{where}: gallery_dets[{i}] has {len(d)} boxes but gallery_feats[{i}] has {len(f)} features")
+            raise CacheError(
+                f"{where}: gallery_dets[{i}] has {len(d)} boxes but gallery_feats[{i}] has {len(f)} features"
+            )
     out = {
         "gallery_dets": dets,
         "gallery_feats": feats,
@@ -157,6 +166,8 @@ def normalize_cache(cache: dict, n_gallery: int, n_query: int, where: str = "eva
         qf = [_entry(x, "query_feats", i, dim, where) for i, x in enumerate(present["query_feats"])]
         for i, (d, f) in enumerate(zip(qd, qf)):
             if len(d) != len(f):
-                raise CacheError(f"{where}: query_dets[{i}] has {len(d)} boxes but query_feats[{i}] has {len(f)} features")
+                raise CacheError(
+                    f"{where}: query_dets[{i}] has {len(d)} boxes but query_feats[{i}] has {len(f)} features"
+                )
         out["query_dets"], out["query_feats"] = qd, qf
     return out

@@ -29,11 +29,19 @@ def top_k_positions(s: np.ndarray, k: int) -> np.ndarray:
     v = np.partition(s, n - k)[n - k]
     above = np.flatnonzero(s > v)
     ties = np.flatnonzero(s == v)
-    return np.concatenate([above, ties[ties.size - (k - above.size):]])
+    return np.concatenate([above, ties[ties.size - (k - above.size) :]])
 
 
-def cbgm_revise(s: np.ndarray, gdet: np.ndarray, det_img: np.ndarray, img_start: np.ndarray,
-                img_count: np.ndarray, feats: np.ndarray, context: np.ndarray, k1: int) -> None:
+def cbgm_revise(
+    s: np.ndarray,
+    gdet: np.ndarray,
+    det_img: np.ndarray,
+    img_start: np.ndarray,
+    img_count: np.ndarray,
+    feats: np.ndarray,
+    context: np.ndarray,
+    k1: int,
+) -> None:
     """Revise similarities in place.
 
     s: (n,) float64 similarities of the ranked detections; gdet: (n,) their
@@ -51,7 +59,7 @@ def cbgm_revise(s: np.ndarray, gdet: np.ndarray, det_img: np.ndarray, img_start:
     local = np.searchsorted(gdet, starts)
     edges = np.concatenate(([0], np.cumsum(counts)))
     for j in range(imgs.size):
-        w = weights[:, edges[j]:edges[j + 1]]
+        w = weights[:, edges[j] : edges[j + 1]]
         rows, cols = linear_sum_assignment(w, maximize=True)
         if rows.size and rows[0] == 0:  # rows come sorted; 0 = query box matched
             s[local[j] + cols[0]] = w[rows, cols].max()

@@ -22,8 +22,13 @@ __all__ = ["UNLABELED_PID", "detection_metrics"]
 UNLABELED_PID = 5555
 
 
-def detection_metrics(gallery: list[dict], gallery_dets: list[np.ndarray], score_floor: float = 0.01,
-                      iou_thresh: float = 0.5, labeled_only: bool = False) -> tuple[float, float]:
+def detection_metrics(
+    gallery: list[dict],
+    gallery_dets: list[np.ndarray],
+    score_floor: float = 0.01,
+    iou_thresh: float = 0.5,
+    labeled_only: bool = False,
+) -> tuple[float, float]:
     """(recall, ap), fractions in [0, 1].
 
     gallery: records (``boxes`` (n,4) x1y1x2y2, ``pids`` (n,)); gallery_dets:

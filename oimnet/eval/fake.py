@@ -18,8 +18,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def random_world(n_frames: int, n_queries: int, n_ids: int, *, n_cams: int = 6, max_people: int = 6,
-                 labeled_frac: float = 0.7, size=(1920, 1080), seed: int = 0) -> tuple[list[dict], list[dict]]:
+def random_world(
+    n_frames: int,
+    n_queries: int,
+    n_ids: int,
+    *,
+    n_cams: int = 6,
+    max_people: int = 6,
+    labeled_frac: float = 0.7,
+    size=(1920, 1080),
+    seed: int = 0,
+) -> tuple[list[dict], list[dict]]:
     """Gallery and query records (contract of oimnet.data) of a random world.
 
     Every frame holds 1..max_people people; a person is labeled (pid in
@@ -41,8 +50,16 @@ def random_world(n_frames: int, n_queries: int, n_ids: int, *, n_cams: int = 6, 
     cams = rng.integers(1, n_cams + 1, n_frames)
     names = [f"c{c}s1_{i:06d}.jpg" for i, c in enumerate(cams)]
     starts = np.r_[0, np.cumsum(n_people)]
-    gallery = [{"img_name": names[i], "img_path": names[i], "boxes": boxes[starts[i]:starts[i + 1]],
-                "pids": pids[starts[i]:starts[i + 1]], "cam_id": int(cams[i])} for i in range(n_frames)]
+    gallery = [
+        {
+            "img_name": names[i],
+            "img_path": names[i],
+            "boxes": boxes[starts[i] : starts[i + 1]],
+            "pids": pids[starts[i] : starts[i + 1]],
+            "cam_id": int(cams[i]),
+        }
+        for i in range(n_frames)
+    ]
 
     labeled = np.flatnonzero(pids != UNLABELED)
     frames_per_pid = np.bincount(pids[labeled], minlength=n_ids + 1)  # upper bound of distinct frames
@@ -50,14 +67,30 @@ def random_world(n_frames: int, n_queries: int, n_ids: int, *, n_cams: int = 6, 
     if eligible.size < n_queries:
         raise ValueError(f"random_world: only {eligible.size} people can be queries, {n_queries} asked")
     chosen = np.sort(rng.choice(eligible, n_queries, replace=False))
-    query = [{"img_name": names[frame[p]], "img_path": names[frame[p]], "boxes": boxes[p:p + 1].copy(),
-              "pids": pids[p:p + 1].copy(), "cam_id": int(cams[frame[p]])} for p in chosen]
+    query = [
+        {
+            "img_name": names[frame[p]],
+            "img_path": names[frame[p]],
+            "boxes": boxes[p : p + 1].copy(),
+            "pids": pids[p : p + 1].copy(),
+            "cam_id": int(cams[frame[p]]),
+        }
+        for p in chosen
+    ]
     return gallery, query
 
 
-def random_cache(gallery: list[dict], query: list[dict], *, dim: int = 256, noise: float = 0.12,
-                 miss_rate: float = 0.1, fp_per_frame: float = 1.0, low_score_frac: float = 0.15,
-                 seed: int = 0) -> dict:
+def random_cache(
+    gallery: list[dict],
+    query: list[dict],
+    *,
+    dim: int = 256,
+    noise: float = 0.12,
+    miss_rate: float = 0.1,
+    fp_per_frame: float = 1.0,
+    low_score_frac: float = 0.15,
+    seed: int = 0,
+) -> dict:
     """An eval cache (release format, float32 arrays) for the given records.
 
     Each GT person is detected with probability 1 - miss_rate (box jittered by
@@ -71,8 +104,11 @@ def random_cache(gallery: list[dict], query: list[dict], *, dim: int = 256, nois
     true_emb = _unit(rng.standard_normal((n_ids + 1, dim)))
 
     def features(pids: np.ndarray) -> np.ndarray:
-        base = np.where((pids != UNLABELED)[:, None], true_emb[np.minimum(pids, n_ids)],
-                        _unit(rng.standard_normal((pids.size, dim))))
+        base = np.where(
+            (pids != UNLABELED)[:, None],
+            true_emb[np.minimum(pids, n_ids)],
+            _unit(rng.standard_normal((pids.size, dim))),
+        )
         return _unit(base + noise * rng.standard_normal((pids.size, dim))).astype(np.float32)
 
     def jitter(boxes: np.ndarray) -> np.ndarray:
@@ -89,8 +125,11 @@ def random_cache(gallery: list[dict], query: list[dict], *, dim: int = 256, nois
         fp = np.stack([fp_xy[:, 0], fp_xy[:, 1], fp_xy[:, 0] + fp_w, fp_xy[:, 1] + 2.5 * fp_w], 1)
         boxes = np.concatenate([jitter(gt[hit]), fp.astype(np.float32)])
         ids = np.concatenate([np.asarray(rec["pids"])[hit], np.full(n_fp, UNLABELED)])
-        scores = np.where(rng.random(len(boxes)) < low_score_frac, rng.uniform(0.01, 0.5, len(boxes)),
-                          rng.uniform(0.5, 1.0, len(boxes)))
+        scores = np.where(
+            rng.random(len(boxes)) < low_score_frac,
+            rng.uniform(0.01, 0.5, len(boxes)),
+            rng.uniform(0.5, 1.0, len(boxes)),
+        )
         order = np.argsort(-scores, kind="stable")
         gdets.append(np.concatenate([boxes, scores[:, None]], 1)[order].astype(np.float32))
         gfeats.append(features(ids)[order])
@@ -109,8 +148,13 @@ def random_cache(gallery: list[dict], query: list[dict], *, dim: int = 256, nois
         f = features(ids)
         qfeats.append(f)
         qbox.append(f[0].copy())
-    return {"gallery_dets": gdets, "gallery_feats": gfeats, "query_dets": qdets,
-            "query_feats": qfeats, "query_box_feats": qbox}
+    return {
+        "gallery_dets": gdets,
+        "gallery_feats": gfeats,
+        "query_dets": qdets,
+        "query_feats": qfeats,
+        "query_box_feats": qbox,
+    }
 
 
 def random_cuhk_protocol(gallery: list[dict], query: list[dict], gallery_size: int, seed: int = 0) -> list[list[dict]]:

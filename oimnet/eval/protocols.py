@@ -58,8 +58,9 @@ def has_test_pids(query: list[dict]) -> bool:
     return True
 
 
-def prw_task(index: GalleryIndex, gallery: list[dict], query: list[dict], multi_view: bool = False,
-             keep_top: bool = False) -> SearchTask:
+def prw_task(
+    index: GalleryIndex, gallery: list[dict], query: list[dict], multi_view: bool = False, keep_top: bool = False
+) -> SearchTask:
     """The PRW protocol (standard, or cross-camera when multi_view)."""
     cams = np.array([int(r.get("cam_id", -1)) for r in gallery], dtype=np.int64)
     det_cam = cams[index.det_img]
@@ -99,25 +100,33 @@ def prw_task(index: GalleryIndex, gallery: list[dict], query: list[dict], multi_
         return lo, lo + int(index.count[q_img[q]])
 
     all_dets = np.arange(n_det)
-    return SearchTask(candidates, *_positives(pos), count_gt, dense=True, keep_top=keep_top,
-                      excluded_range=None if multi_view else excluded_range)
+    return SearchTask(
+        candidates,
+        *_positives(pos),
+        count_gt,
+        dense=True,
+        keep_top=keep_top,
+        excluded_range=None if multi_view else excluded_range,
+    )
 
 
-def cuhk_full_set_task(index: GalleryIndex, gallery: list[dict], query: list[dict],
-                       keep_top: bool = False) -> SearchTask:
+def cuhk_full_set_task(
+    index: GalleryIndex, gallery: list[dict], query: list[dict], keep_top: bool = False
+) -> SearchTask:
     """CUHK-SYSU full set from the records: every gallery image but the
     query's own is a candidate; positives are the images holding the query's
     pid (the test identity), as in TestG50."""
     for q, rec in enumerate(query):
         pid = _query_pid(rec, q)
         if pid <= 0 or pid == 5555:
-            raise ValueError(f"query {q} ({rec['img_name']}) has pid {pid}: the CUHK-SYSU full set needs the test "
-                             "identity in the query records, or a protocol list (load_cuhk_protocol(root, -1))")
+            raise ValueError(
+                f"query {q} ({rec['img_name']}) has pid {pid}: the CUHK-SYSU full set needs the test "
+                "identity in the query records, or a protocol list (load_cuhk_protocol(root, -1))"
+            )
     return prw_task(index, gallery, query, multi_view=False, keep_top=keep_top)
 
 
-def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]],
-              keep_top: bool = False) -> SearchTask:
+def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]], keep_top: bool = False) -> SearchTask:
     """The CUHK-SYSU protocol from per-query gallery lists.
 
     protocol[q]: [{"img_name": str, "box": (4,) x1y1x2y2 or None}] (the
@@ -133,8 +142,10 @@ def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]]
     if idx.size and idx.min() < 0:
         k = int(np.argmax(idx < 0))
         q = int(ent_q[k])
-        raise ValueError(f"CUHK-SYSU protocol, query {q} ({query[q]['img_name']}): gallery image "
-                         f"{flat[k]['img_name']!r} is not among the gallery records")
+        raise ValueError(
+            f"CUHK-SYSU protocol, query {q} ({query[q]['img_name']}): gallery image "
+            f"{flat[k]['img_name']!r} is not among the gallery records"
+        )
     keys = ent_q * n_img + idx
     # positives: the first entry with a box of each (query, image), in list order
     boxed = [k for k, e in enumerate(flat) if e.get("box") is not None]
@@ -148,8 +159,9 @@ def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]]
     except ValueError:  # ragged shapes
         pos_box = None
     if pos_box is None or pos_box.shape != (len(boxes), 4):
-        pos_box = np.asarray([np.asarray(b, dtype=np.float64).reshape(4) for b in boxes],
-                             dtype=np.float64).reshape(-1, 4)
+        pos_box = np.asarray([np.asarray(b, dtype=np.float64).reshape(4) for b in boxes], dtype=np.float64).reshape(
+            -1, 4
+        )
     count_gt = np.bincount(pos_q, minlength=n_q).astype(np.int64)
     # (query, image) pairs, duplicates dropped, sorted by query then gallery order
     pairs = np.sort(keys)
@@ -165,7 +177,8 @@ def cuhk_task(index: GalleryIndex, query: list[dict], protocol: list[list[dict]]
     cand_det = ranges_concat(index.start[all_imgs], index.count[all_imgs])
 
     def candidates(q: int) -> np.ndarray:
-        return cand_det[offsets[q]:offsets[q + 1]]
+        return cand_det[offsets[q] : offsets[q + 1]]
 
-    return SearchTask(candidates, pos_q, pos_img, pos_box, count_gt, dense=dense, keep_top=keep_top,
-                      flat=(cand_det, offsets))
+    return SearchTask(
+        candidates, pos_q, pos_img, pos_box, count_gt, dense=dense, keep_top=keep_top, flat=(cand_det, offsets)
+    )

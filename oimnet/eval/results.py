@@ -10,8 +10,20 @@ import numpy as np
 
 __all__ = ["write_results_json", "format_table", "scalar_items"]
 
-_ORDER = ("det_ap", "det_recall", "det_ap_labeled", "det_recall_labeled", "mAP", "top1", "top5", "top10",
-          "mAP_multiview", "top1_multiview", "top5_multiview", "top10_multiview")
+_ORDER = (
+    "det_ap",
+    "det_recall",
+    "det_ap_labeled",
+    "det_recall_labeled",
+    "mAP",
+    "top1",
+    "top5",
+    "top10",
+    "mAP_multiview",
+    "top1_multiview",
+    "top5_multiview",
+    "top10_multiview",
+)
 
 
 def _plain(x):
@@ -53,10 +65,14 @@ def scalar_items(metrics: dict) -> dict:
 
 def format_table(metrics: dict) -> str:
     """A small aligned text table of the metrics (percentages) and settings."""
-    head = [f"dataset {metrics.get('dataset')}  queries {metrics.get('n_queries')}  gallery images "
-            f"{metrics.get('n_gallery')}  CBGM {'on' if metrics.get('use_cbgm') else 'off'}"]
+    head = [
+        f"dataset {metrics.get('dataset')}  queries {metrics.get('n_queries')}  gallery images "
+        f"{metrics.get('n_gallery')}  CBGM {'on' if metrics.get('use_cbgm') else 'off'}"
+    ]
     if "gallery_size" in metrics:
-        head.append(f"gallery size {metrics['gallery_size']} ({'full set' if metrics['gallery_size'] == -1 else 'TestG'})")
+        head.append(
+            f"gallery size {metrics['gallery_size']} ({'full set' if metrics['gallery_size'] == -1 else 'TestG'})"
+        )
     if "multi_view" in metrics:
         head.append(f"main metrics: {'multi-view (other cameras)' if metrics['multi_view'] else 'all cameras'}")
     rows = [f"  {k:<20s} {100.0 * metrics[k]:7.2f}%" for k in _ORDER if metrics.get(k) is not None]

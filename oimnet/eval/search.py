@@ -39,8 +39,15 @@ from .boxes import paired_iou, search_iou_threshold
 from .cbgm import cbgm_revise
 from .segments import ranges_concat, segment_first_argmax
 
-__all__ = ["SEARCH_SCORE_THRESH", "TOPK", "GalleryIndex", "SearchTask", "SearchResult",
-           "build_gallery_index", "run_search"]
+__all__ = [
+    "SEARCH_SCORE_THRESH",
+    "TOPK",
+    "GalleryIndex",
+    "SearchTask",
+    "SearchResult",
+    "build_gallery_index",
+    "run_search",
+]
 
 SEARCH_SCORE_THRESH = 0.5
 TOPK = (1, 5, 10)
@@ -68,13 +75,17 @@ class GalleryIndex:
     det_img: np.ndarray
 
 
-def build_gallery_index(gallery: list[dict], dets: list[np.ndarray], feats: list[np.ndarray],
-                        score_thresh: float = SEARCH_SCORE_THRESH) -> GalleryIndex:
+def build_gallery_index(
+    gallery: list[dict], dets: list[np.ndarray], feats: list[np.ndarray], score_thresh: float = SEARCH_SCORE_THRESH
+) -> GalleryIndex:
     """Concatenate the detections (n_i,5) and features (n_i,F) of each gallery record."""
     dim = next((f.shape[1] for f in feats if np.ndim(f) == 2 and f.shape[1]), 0)
     n_all = np.array([len(d) for d in dets], dtype=np.int64)
-    all_d = np.concatenate([np.asarray(d, dtype=np.float64).reshape(-1, 5) for d in dets]) if n_all.sum() \
+    all_d = (
+        np.concatenate([np.asarray(d, dtype=np.float64).reshape(-1, 5) for d in dets])
+        if n_all.sum()
         else np.zeros((0, 5))
+    )
     all_f = np.concatenate([np.asarray(f).reshape(-1, dim) for f in feats]) if n_all.sum() else np.zeros((0, dim))
     keep = all_d[:, 4] >= score_thresh
     det_img = np.repeat(np.arange(len(dets)), n_all)[keep]
@@ -85,8 +96,16 @@ def build_gallery_index(gallery: list[dict], dets: list[np.ndarray], feats: list
     pos_of: dict[str, int] = {}
     for i, n in enumerate(names):
         pos_of.setdefault(n, i)
-    return GalleryIndex(names, pos_of, start, count, kept[:, :4].copy(), kept[:, 4].copy(),
-                        np.ascontiguousarray(all_f[keep], dtype=np.float64), det_img)
+    return GalleryIndex(
+        names,
+        pos_of,
+        start,
+        count,
+        kept[:, :4].copy(),
+        kept[:, 4].copy(),
+        np.ascontiguousarray(all_f[keep], dtype=np.float64),
+        det_img,
+    )
 
 
 @dataclass
@@ -240,21 +259,30 @@ def _score_batch(s, qid, n_q, tp_pos, count_gt, keep_top):
         at_best = tkey == best[tq]
         np.minimum.at(first_best, tq[at_best], tp_pos[at_best])
         tied_before = (key == best[qid]) & (np.arange(size) < first_best[qid])
-        rank = (np.searchsorted(sorted_key, best[has], side="left") - seg[:-1][has]
-                + np.bincount(qid[tied_before], minlength=n_q)[has])
+        rank = (
+            np.searchsorted(sorted_key, best[has], side="left")
+            - seg[:-1][has]
+            + np.bincount(qid[tied_before], minlength=n_q)[has]
+        )
         hits[has] = rank[:, None] < _TOPK_ARR[None, :]
     if keep_top:
         order = np.argsort(key, kind="stable")
         is_tp = np.zeros(size, dtype=bool)
         is_tp[tp_pos] = True
         for q in range(n_q):
-            top[q] = order[seg[q]:min(seg[q] + KEEP_TOP, seg[q + 1])]
+            top[q] = order[seg[q] : min(seg[q] + KEEP_TOP, seg[q + 1])]
         return ap, hits, count_tp, (top, is_tp)
     return ap, hits, count_tp, top
 
 
-def run_search(index: GalleryIndex, query_feats: np.ndarray, tasks: list[SearchTask],
-               context: list[np.ndarray] | None = None, k1: int = 10, chunk: int = 64) -> list[SearchResult]:
+def run_search(
+    index: GalleryIndex,
+    query_feats: np.ndarray,
+    tasks: list[SearchTask],
+    context: list[np.ndarray] | None = None,
+    k1: int = 10,
+    chunk: int = 64,
+) -> list[SearchResult]:
     """Rank and score every query for every task.
 
     query_feats: (Q, F) query box features; context: per query the (k2', F)
@@ -263,8 +291,16 @@ def run_search(index: GalleryIndex, query_feats: np.ndarray, tasks: list[SearchT
     """
     n_q = query_feats.shape[0]
     q_feats = np.asarray(query_feats, dtype=np.float64)
-    results = [SearchResult(np.zeros(n_q), np.zeros((n_q, len(TOPK)), bool), np.zeros(n_q, np.int64),
-                            np.asarray(task.count_gt, np.int64), [[] for _ in range(n_q)]) for task in tasks]
+    results = [
+        SearchResult(
+            np.zeros(n_q),
+            np.zeros((n_q, len(TOPK)), bool),
+            np.zeros(n_q, np.int64),
+            np.asarray(task.count_gt, np.int64),
+            [[] for _ in range(n_q)],
+        )
+        for task in tasks
+    ]
     per_query = []
     for task, res in zip(tasks, results):
         if task.dense or task.flat is None:
@@ -300,8 +336,7 @@ def _run_per_query(index, q_feats, pairs, context, k1, chunk):
                 if context is not None:
                     cbgm_revise(s, gdet, index.det_img, index.start, index.count, index.feats, context[q], k1)
                 lo, hi = bounds[q], bounds[q + 1]
-                ap, hits, n_tp, top = _score_query(s, gdet, m_pair[lo:hi], m_det[lo:hi],
-                                                   res.count_gt[q], task.keep_top)
+                ap, hits, n_tp, top = _score_query(s, gdet, m_pair[lo:hi], m_det[lo:hi], res.count_gt[q], task.keep_top)
                 res.ap[q], res.hits[q], res.count_tp[q] = ap, hits, n_tp
                 res.top[q] = top
 
@@ -327,12 +362,11 @@ def _run_batched(index, q_feats, task, res, context, k1, chunk=256):
         for q in range(c0, c1):
             lo, hi = offsets[q] - a, offsets[q + 1] - a
             # gather into a reused buffer (no allocation, no page faults), then one gemv
-            rows = buf[:hi - lo]
+            rows = buf[: hi - lo]
             np.take(index.feats, gdet[lo:hi], axis=0, out=rows, mode="clip")  # indices are valid
             np.dot(rows, q_feats[q], out=s[lo:hi])
             if context is not None:
-                cbgm_revise(s[lo:hi], gdet[lo:hi], index.det_img, index.start, index.count, index.feats,
-                            context[q], k1)
+                cbgm_revise(s[lo:hi], gdet[lo:hi], index.det_img, index.start, index.count, index.feats, context[q], k1)
         ml, mh = m_bounds[c0], m_bounds[c1]
         pos = m_pos[ml:mh] - a
         _, first = segment_first_argmax(s[pos], m_pair[ml:mh])

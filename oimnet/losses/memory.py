@@ -61,7 +61,9 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
         if isinstance(w, Tensor) and w.shape != (k,):
             raise ValueError(f"update_lut_: {name} {tuple(w.shape)}: expected ({k},) or a float")
     if x.shape != (k, lut.shape[1]):
-        raise ValueError(f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}")
+        raise ValueError(
+            f"update_lut_: x {tuple(x.shape)}: expected ({k}, {lut.shape[1]}) for rows {tuple(rows.shape)}"
+        )
     host_rows = rows.cpu().numpy()  # host reads: rows, keep, new (not per RoI)
     keep_h = keep.detach().cpu().double().numpy() if isinstance(keep, Tensor) else float(keep)
     new_h = new.detach().cpu().double().numpy() if isinstance(new, Tensor) else float(new)
@@ -71,7 +73,9 @@ def update_lut_(lut: Tensor, rows: Tensor, x: Tensor, keep: Tensor | float, new:
     # takes the plain normalized steps too, as does keep = 0.
     plain = not math.isfinite(max_ratio) or np.min(new_h) <= 0
     # The plain steps only need the padding marked (ratio 1 -> coef 0 at the padding).
-    uniq, pick, coef = round_plan(host_rows.astype(np.int64, copy=False), np.arange(k), 1.0 if plain else new_h / keep_h)
+    uniq, pick, coef = round_plan(
+        host_rows.astype(np.int64, copy=False), np.arange(k), 1.0 if plain else new_h / keep_h
+    )
     device = lut.device
     uniq_t, pick_t = torch.from_numpy(uniq).to(device), torch.from_numpy(pick).to(device)
     if plain:

@@ -92,7 +92,9 @@ class OIMLoss(nn.Module):
             attached to ``inputs``) when there are none.
         """
         self._check_inputs(inputs, labels, ious)
-        host_labels, head, host_ious = self._to_host(labels, ious if self.training else None)  # the one host sync of a step
+        host_labels, head, host_ious = self._to_host(
+            labels, ious if self.training else None
+        )  # the one host sync of a step
         labeled = np.flatnonzero((host_labels > 0) & (host_labels <= self.num_pids))
         labeled_idx = torch.from_numpy(labeled).to(inputs.device)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
@@ -124,11 +126,23 @@ class OIMLoss(nn.Module):
     def _to_host(self, labels: Tensor, ious: Tensor | None = None) -> tuple[np.ndarray, int, np.ndarray | None]:
         """Labels (N,) int64, the queue head and, for LOIM, the IoUs (N,) on the host, in one transfer (none on CPU)."""
         want_ious = self.loss_type == "LOIM" and ious is not None
-        if labels.device.type == "cpu" and self.cq_head.device.type == "cpu" and (not want_ious or ious.device.type == "cpu"):
+        if (
+            labels.device.type == "cpu"
+            and self.cq_head.device.type == "cpu"
+            and (not want_ious or ious.device.type == "cpu")
+        ):
             host_ious = None
             if want_ious:  # NumPy has no bfloat16
-                host_ious = ious.detach().numpy() if ious.dtype in (torch.float32, torch.float64) else ious.detach().double().numpy()
-            return labels.numpy() if labels.dtype == torch.int64 else labels.long().numpy(), int(self.cq_head), host_ious
+                host_ious = (
+                    ious.detach().numpy()
+                    if ious.dtype in (torch.float32, torch.float64)
+                    else ious.detach().double().numpy()
+                )
+            return (
+                labels.numpy() if labels.dtype == torch.int64 else labels.long().numpy(),
+                int(self.cq_head),
+                host_ious,
+            )
         # float64 holds labels (< 2^53) and the head exactly.
         parts = [labels.double(), self.cq_head.view(1).to(labels.device, torch.float64)]
         if want_ious:
@@ -190,7 +204,9 @@ class OIMLoss(nn.Module):
             if ious.shape != (inputs.shape[0],):
                 raise ValueError(f"OIMLoss ious {tuple(ious.shape)}: expected ({inputs.shape[0]},)")
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # Release checkpoints have no queue head (their queue restarts at 0) and
         # keep lut/cq in float16: cast to our buffer dtype so assign=True keeps it too.
         head_key = prefix + "cq_head"

@@ -159,7 +159,7 @@ def load_imagenet_weights(resnet: nn.Module, path: str, name: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"MODEL.BACKBONE.WEIGHTS: no file at {path!r} (expected a local torchvision-format "
-            f"{name} ImageNet state dict, e.g. resnet50-0676ba61.pth; or set it to \"\" for random init)"
+            f'{name} ImageNet state dict, e.g. resnet50-0676ba61.pth; or set it to "" for random init)'
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

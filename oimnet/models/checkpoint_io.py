@@ -87,7 +87,9 @@ def read_checkpoint(path: str) -> Mapping:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise ReleaseCheckpointError(f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+        raise ReleaseCheckpointError(
+            f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}"
+        ) from exc
 
 
 def state_dict_of(obj, path: str) -> dict[str, Tensor]:
@@ -183,7 +185,9 @@ def infer_from_keys(state_dict: Mapping[str, Tensor]) -> dict:
     prefix = "roi_heads.embedding_head.projectors.feat_res5.1."
     if any(k.startswith(prefix) for k in state_dict):
         if prefix + "weight" in state_dict:
-            notes.append("norm: feat_res5.1 has affine weights, which neither BatchNorm1d(affine=False) nor ProtoNorm has")
+            notes.append(
+                "norm: feat_res5.1 has affine weights, which neither BatchNorm1d(affine=False) nor ProtoNorm has"
+            )
         else:
             overrides["MODEL.ROI_HEAD.NORM_TYPE"] = "protonorm"
             notes.append(

@@ -38,7 +38,9 @@ class OIMNet(nn.Module):
     ``model.embed_boxes(images, boxes_list) -> [(n_i, 256)]``.
     """
 
-    def __init__(self, backbone: Backbone, rpn: RegionProposalNetwork, roi_heads: OIMRoIHeads, size_divisible: int = 32):
+    def __init__(
+        self, backbone: Backbone, rpn: RegionProposalNetwork, roi_heads: OIMRoIHeads, size_divisible: int = 32
+    ):
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -55,7 +57,9 @@ class OIMNet(nn.Module):
             raise ValueError("images: expected a non-empty list of 3 x H x W float tensors")
         for i, img in enumerate(images):
             if img.dim() != 3 or img.shape[0] != 3 or not img.is_floating_point():
-                raise ValueError(f"images[{i}]: expected a 3 x H x W float tensor in [0, 1], got {tuple(img.shape)} {img.dtype}")
+                raise ValueError(
+                    f"images[{i}]: expected a 3 x H x W float tensor in [0, 1], got {tuple(img.shape)} {img.dtype}"
+                )
         sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
         d = self.size_divisible
         h = int(math.ceil(max(s[0] for s in sizes) / d) * d)
@@ -68,7 +72,9 @@ class OIMNet(nn.Module):
     @staticmethod
     def _check_targets(targets: list[dict[str, Tensor]], n: int) -> None:
         if targets is None or len(targets) != n:
-            raise ValueError(f"targets: expected one dict per image ({n}), got {None if targets is None else len(targets)}")
+            raise ValueError(
+                f"targets: expected one dict per image ({n}), got {None if targets is None else len(targets)}"
+            )
         for i, t in enumerate(targets):
             b, l = t.get("boxes"), t.get("labels")
             if b is None or b.dim() != 2 or b.shape[1] != 4 or not b.is_floating_point():
@@ -90,7 +96,9 @@ class OIMNet(nn.Module):
         features = self.backbone(batch.tensors)
         proposals, _ = self.rpn(batch, features)
         if query_boxes is not None and len(query_boxes) != len(images):
-            raise ValueError(f"query_boxes: expected one (1, 4) tensor per image ({len(images)}), got {len(query_boxes)}")
+            raise ValueError(
+                f"query_boxes: expected one (1, 4) tensor per image ({len(images)}), got {len(query_boxes)}"
+            )
         return self.roi_heads.detect(features, proposals, batch.image_sizes, query_boxes)
 
     def _forward_train(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -56,7 +56,9 @@ def _query(model, device, loader) -> tuple[list, list, list]:
         images, targets = _to_device(images, targets, device)
         for i, t in enumerate(targets):
             if len(t["boxes"]) != 1:
-                raise ValueError(f"query image {t.get('img_name', i)!r}: expected exactly one query box, got {len(t['boxes'])}")
+                raise ValueError(
+                    f"query image {t.get('img_name', i)!r}: expected exactly one query box, got {len(t['boxes'])}"
+                )
         outputs = model(images, query_boxes=[t["boxes"] for t in targets])
         for out, tgt in zip(outputs, targets):
             dets.append(detections_to_original(out["boxes"], out["scores"], tgt["scale"]))

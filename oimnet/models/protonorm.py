@@ -48,7 +48,9 @@ def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: t
     return prototype_coefficients(labels, unlabeled_id, dtype)[0]
 
 
-def prototype_coefficients(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float32) -> Tensor:
+def prototype_coefficients(
+    labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """(3, N) rows [w; 1/N; -w], w the :func:`prototype_weights`: what the ProtoNorm functions use, built in one go.
 
     Built with NumPy for CPU labels (a few microseconds, no torch op per row).
@@ -57,7 +59,9 @@ def prototype_coefficients(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dty
         raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
     n = labels.shape[0]
     if labels.is_cpu and n:
-        coef = _prototype_coefficients_host(labels.numpy(), unlabeled_id, np.float32 if dtype is torch.float32 else np.float64)
+        coef = _prototype_coefficients_host(
+            labels.numpy(), unlabeled_id, np.float32 if dtype is torch.float32 else np.float64
+        )
         if coef is not None:
             coef = torch.from_numpy(coef)
             return coef if coef.dtype is dtype else coef.to(dtype)
@@ -233,7 +237,9 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         return grad_in, grad_weight, grad_bias, None, None, None, None, None
 
 
-def _update_running_stats(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, m: int, factor: float) -> None:
+def _update_running_stats(
+    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, m: int, factor: float
+) -> None:
     """running <- (1 - factor) running + factor batch, with the unbiased variance (m values per channel), as BatchNorm.
 
     ``var`` (C,) is the biased batch variance; it is overwritten.
@@ -283,7 +289,9 @@ class _ProtoNorm(_BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if labels is not None:
-            coef = prototype_coefficients(labels, self.unlabeled_id, torch.float64 if x.dtype is torch.float64 else torch.float32)
+            coef = prototype_coefficients(
+                labels, self.unlabeled_id, torch.float64 if x.dtype is torch.float64 else torch.float32
+            )
         else:
             labels, coef = self._labels, self._coef
         if labels is None:  # every RoI its own prototype: exactly BatchNorm
@@ -296,7 +304,9 @@ class _ProtoNorm(_BatchNorm):
             )
         m = x.numel() // x.shape[1]  # elements averaged per channel
         if m < 2:
-            raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when training, got {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: expected more than 1 value per channel when training, got {tuple(x.shape)}"
+            )
         fn = _ProtoNorm1dFunction if x.dim() == 2 else _ProtoNorm2dFunction
         factor = self._momentum_factor()
         if coef.device != x.device:
@@ -313,7 +323,16 @@ class _ProtoNorm(_BatchNorm):
 class ProtoNorm1d(_ProtoNorm):
     """ProtoNorm over (N, C) embeddings; state dict as BatchNorm1d (no affine by default, like the release)."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False, unlabeled_id: int = UNLABELED_ID, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        unlabeled_id: int = UNLABELED_ID,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
 
     def _check_input_dim(self, x: Tensor) -> None:
@@ -324,7 +343,16 @@ class ProtoNorm1d(_ProtoNorm):
 class ProtoNorm2d(_ProtoNorm):
     """ProtoNorm over (N, C, H, W) RoI feature maps (OIMNet+++ res5 head); state dict as BatchNorm2d."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True, unlabeled_id: int = UNLABELED_ID, device=None, dtype=None):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        unlabeled_id: int = UNLABELED_ID,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
 
     def _check_input_dim(self, x: Tensor) -> None:

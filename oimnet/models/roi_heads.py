@@ -129,7 +129,9 @@ class OIMRoIHeads(nn.Module):
         finally:
             set_protonorm_labels(self.reid_head, None)
 
-    def embed(self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]) -> list[Tensor]:
+    def embed(
+        self, features: dict[str, Tensor], boxes: list[Tensor], image_sizes: list[tuple[int, int]]
+    ) -> list[Tensor]:
         """Embeddings (n_i, 256) of given boxes (n_i, 4) per image."""
         if sum(len(b) for b in boxes) == 0:
             return [b.new_zeros((0, self.embedding_head.projectors["feat_res5"][0].out_features)) for b in boxes]
@@ -187,7 +189,9 @@ class OIMRoIHeads(nn.Module):
         return {"boxes": boxes[keep], "scores": scores[keep], "embeddings": emb[keep]}
 
 
-def proposal_losses(logits: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor) -> tuple[Tensor, Tensor]:
+def proposal_losses(
+    logits: Tensor, deltas: Tensor, labels: Tensor, regression_targets: Tensor
+) -> tuple[Tensor, Tensor]:
     """Person/background cross-entropy and smooth-L1 (beta 1) on the person deltas of fg RoIs.
 
     The regression sum is divided by the number of sampled RoIs, as the release does.

@@ -20,14 +20,24 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
-    "GREEN", "RED", "BLUE", "YELLOW", "Tile", "Layout",
-    "load_rgb", "view_window", "render_tile", "render_strip", "strip_size", "save_png",
+    "GREEN",
+    "RED",
+    "BLUE",
+    "YELLOW",
+    "Tile",
+    "Layout",
+    "load_rgb",
+    "view_window",
+    "render_tile",
+    "render_strip",
+    "strip_size",
+    "save_png",
 ]
 
-GREEN = (30, 170, 60)     # correct match
-RED = (225, 35, 35)       # wrong match
-BLUE = (30, 110, 235)     # match of unknown correctness (demo)
-YELLOW = (250, 195, 0)    # the query
+GREEN = (30, 170, 60)  # correct match
+RED = (225, 35, 35)  # wrong match
+BLUE = (30, 110, 235)  # match of unknown correctness (demo)
+YELLOW = (250, 195, 0)  # the query
 BACKGROUND = (255, 255, 255)
 LETTERBOX = (40, 40, 40)
 TEXT = (20, 20, 20)
@@ -54,13 +64,13 @@ class Layout:
 
     tile_w: int = 150
     tile_h: int = 200
-    margin: int = 8          # around the strip
-    gap: int = 6             # between tiles
-    query_gap: int = 18      # after the first tile (the query)
+    margin: int = 8  # around the strip
+    gap: int = 6  # between tiles
+    query_gap: int = 18  # after the first tile (the query)
     caption_lines: int = 2
     font_size: int = 13
-    title_h: int = 24        # only when the strip has a title
-    border: int = 3          # frame around each tile, in the tile's colour
+    title_h: int = 24  # only when the strip has a title
+    border: int = 3  # frame around each tile, in the tile's colour
     box_width: int = 3
     zoom: float = 2.2
 
@@ -124,8 +134,13 @@ def render_tile(tile: Tile, layout: Layout) -> Image.Image:
     # window pixels -> tile pixels: centred when the window's aspect differs
     ox = (W - ww * scale) / 2 - win[0] * scale
     oy = (H - wh * scale) / 2 - win[1] * scale
-    out = img.transform((W, H), Image.AFFINE, (1 / scale, 0, -ox / scale, 0, 1 / scale, -oy / scale),
-                        resample=Image.BILINEAR, fillcolor=LETTERBOX)
+    out = img.transform(
+        (W, H),
+        Image.AFFINE,
+        (1 / scale, 0, -ox / scale, 0, 1 / scale, -oy / scale),
+        resample=Image.BILINEAR,
+        fillcolor=LETTERBOX,
+    )
     draw = ImageDraw.Draw(out)
     if tile.box is not None:
         bx = [tile.box[0] * scale + ox, tile.box[1] * scale + oy, tile.box[2] * scale + ox, tile.box[3] * scale + oy]

@@ -37,7 +37,7 @@ _PRW_FILES = ("frame_train.mat", "frame_test.mat", "query_info.txt")
 
 
 def parse_size(size) -> tuple[int, int]:
-    """"320x240" or (320, 240) -> (width, height)."""
+    """ "320x240" or (320, 240) -> (width, height)."""
     if isinstance(size, str):
         try:
             w, h = (int(v) for v in size.lower().split("x"))
@@ -50,9 +50,15 @@ def parse_size(size) -> tuple[int, int]:
     return w, h
 
 
-def generate(out: str, fmt: str = "prw", seed: int = DEFAULTS["seed"],
-             identities: int = DEFAULTS["identities"], frames: int = DEFAULTS["frames"],
-             size=DEFAULTS["size"], annotations_only: bool = False) -> dict:
+def generate(
+    out: str,
+    fmt: str = "prw",
+    seed: int = DEFAULTS["seed"],
+    identities: int = DEFAULTS["identities"],
+    frames: int = DEFAULTS["frames"],
+    size=DEFAULTS["size"],
+    annotations_only: bool = False,
+) -> dict:
     """Write a world to ``out`` in format "prw" or "cuhk"; returns the meta
     dict also written to ``out/synth_meta.json`` (settings, counts, time).
 
@@ -66,10 +72,18 @@ def generate(out: str, fmt: str = "prw", seed: int = DEFAULTS["seed"],
     os.makedirs(out, exist_ok=True)
     (write_prw if fmt == "prw" else write_cuhk)(plan, out, render=not annotations_only)
     meta = {
-        "generator": "oimnet.data.synth", "version": GENERATOR_VERSION, "format": fmt,
-        "settings": {"seed": int(seed), "identities": int(identities), "frames": int(frames),
-                     "size": f"{width}x{height}", "annotations_only": bool(annotations_only)},
-        "train_ids": len(plan["train_ids"]), "test_ids": len(plan["test_ids"]),
+        "generator": "oimnet.data.synth",
+        "version": GENERATOR_VERSION,
+        "format": fmt,
+        "settings": {
+            "seed": int(seed),
+            "identities": int(identities),
+            "frames": int(frames),
+            "size": f"{width}x{height}",
+            "annotations_only": bool(annotations_only),
+        },
+        "train_ids": len(plan["train_ids"]),
+        "test_ids": len(plan["test_ids"]),
         "num_train_ids": max(plan["train_ids"]),
         "counts": expected_counts(plan, fmt),
         "generation_s": round(time.perf_counter() - start, 3),
@@ -93,7 +107,8 @@ def read_meta(root: str) -> dict | None:
 def is_generated(root: str) -> bool:
     """True when ``root`` holds a complete PRW-format set."""
     return os.path.isfile(os.path.join(root, META_FILE)) or all(
-        os.path.isfile(os.path.join(root, f)) for f in _PRW_FILES)
+        os.path.isfile(os.path.join(root, f)) for f in _PRW_FILES
+    )
 
 
 def ensure_synthetic(root: str, **settings) -> str:
@@ -122,8 +137,10 @@ def ensure_synthetic(root: str, **settings) -> str:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     meta = read_meta(root)
     if meta is not None and meta.get("format", "prw") != "prw":
-        raise ValueError(f"{root}: holds a synthetic set in {meta['format']!r} format; dataset "
-                         "'synthetic' needs the PRW format (load this one as 'CUHK-SYSU')")
+        raise ValueError(
+            f"{root}: holds a synthetic set in {meta['format']!r} format; dataset "
+            "'synthetic' needs the PRW format (load this one as 'CUHK-SYSU')"
+        )
     _warn_if_different(root, settings)
     return root
 
@@ -137,7 +154,9 @@ def _move_into(tmp: str, root: str) -> None:
         os.rename(tmp, root)
         return
     last = list(_PRW_FILES) + [META_FILE]
-    entries = [e for e in sorted(os.listdir(tmp)) if e not in last] + [e for e in last if os.path.exists(os.path.join(tmp, e))]
+    entries = [e for e in sorted(os.listdir(tmp)) if e not in last] + [
+        e for e in last if os.path.exists(os.path.join(tmp, e))
+    ]
     for entry in entries:
         dst = os.path.join(root, entry)
         if os.path.isdir(dst) and not os.path.islink(dst):
@@ -154,6 +173,9 @@ def _warn_if_different(root: str, settings: dict) -> None:
     wanted["size"] = "x".join(map(str, parse_size(wanted["size"])))
     diff = {k: (have.get(k), v) for k, v in wanted.items() if k in settings and have.get(k) != v}
     if diff:
-        warnings.warn(f"{root}: synthetic set exists with other settings "
-                      f"({', '.join(f'{k}: {a} there, {b} asked' for k, (a, b) in diff.items())}); "
-                      "using it as is (delete the folder to regenerate)", stacklevel=3)
+        warnings.warn(
+            f"{root}: synthetic set exists with other settings "
+            f"({', '.join(f'{k}: {a} there, {b} asked' for k, (a, b) in diff.items())}); "
+            "using it as is (delete the folder to regenerate)",
+            stacklevel=3,
+        )

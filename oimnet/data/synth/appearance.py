@@ -11,17 +11,34 @@ from __future__ import annotations
 import numpy as np
 
 SHIRT_COLOURS = [
-    (200, 30, 35), (235, 120, 20), (235, 205, 40), (130, 200, 40), (30, 140, 60),
-    (20, 150, 150), (60, 190, 230), (30, 70, 200), (25, 30, 90), (120, 50, 170),
-    (210, 50, 160), (245, 160, 190), (235, 235, 235), (130, 130, 135), (30, 30, 30),
+    (200, 30, 35),
+    (235, 120, 20),
+    (235, 205, 40),
+    (130, 200, 40),
+    (30, 140, 60),
+    (20, 150, 150),
+    (60, 190, 230),
+    (30, 70, 200),
+    (25, 30, 90),
+    (120, 50, 170),
+    (210, 50, 160),
+    (245, 160, 190),
+    (235, 235, 235),
+    (130, 130, 135),
+    (30, 30, 30),
     (120, 75, 40),
 ]
 TROUSER_COLOURS = [
-    (25, 25, 30), (30, 40, 85), (70, 100, 160), (110, 110, 115), (190, 170, 120),
-    (100, 65, 35), (225, 225, 220), (85, 95, 45),
+    (25, 25, 30),
+    (30, 40, 85),
+    (70, 100, 160),
+    (110, 110, 115),
+    (190, 170, 120),
+    (100, 65, 35),
+    (225, 225, 220),
+    (85, 95, 45),
 ]
-ACCESSORY_COLOURS = [(200, 30, 35), (235, 205, 40), (30, 70, 200), (30, 140, 60), (250, 250, 250),
-                     (20, 20, 20)]
+ACCESSORY_COLOURS = [(200, 30, 35), (235, 205, 40), (30, 70, 200), (30, 140, 60), (250, 250, 250), (20, 20, 20)]
 SKIN_TONES = [(250, 215, 185), (225, 180, 140), (190, 140, 100), (140, 95, 60), (95, 65, 45)]
 HAIR_COLOURS = [(20, 15, 10), (90, 60, 30), (190, 150, 80), (140, 140, 140)]
 PATTERNS = ("solid", "hstripes", "vstripes", "split", "logo")
@@ -57,8 +74,14 @@ def sample_appearance(rng: np.random.Generator) -> dict:
 
 def signature(app: dict) -> tuple:
     """The attributes that must differ between two identities."""
-    return (app["shirt"], app["pattern"], app["pattern_colour"] if app["pattern"] != "solid" else None,
-            app["trousers"], app["hat"], app["bag"])
+    return (
+        app["shirt"],
+        app["pattern"],
+        app["pattern_colour"] if app["pattern"] != "solid" else None,
+        app["trousers"],
+        app["hat"],
+        app["bag"],
+    )
 
 
 def sample_identities(n: int, rng: np.random.Generator) -> list[dict]:

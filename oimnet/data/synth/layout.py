@@ -47,8 +47,16 @@ def _cover(boxes: np.ndarray, feet: np.ndarray) -> np.ndarray:
     return (iw * ih * nearer).sum(axis=1) / area
 
 
-def _place(people: list[dict], pid: int, app: dict, style: dict, width: int, height: int,
-           rng: np.random.Generator, tries: int = 25) -> bool:
+def _place(
+    people: list[dict],
+    pid: int,
+    app: dict,
+    style: dict,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    tries: int = 25,
+) -> bool:
     """Add a person at a random spot where nobody ends up more than
     MAX_COVER covered; False when no spot is found."""
     hz = style["horizon"]
@@ -67,8 +75,18 @@ def _place(people: list[dict], pid: int, app: dict, style: dict, width: int, hei
         cand = people + [{"box": box, "foot": foot}]
         cover = _cover(np.array([p["box"] for p in cand]), np.array([p["foot"] for p in cand]))
         if (cover <= MAX_COVER).all():
-            people.append({"pid": pid, "app": app, "cx": cx, "foot": foot, "h": h, "facing": facing,
-                           "stride": float(rng.uniform(-1, 1)), "box": box})
+            people.append(
+                {
+                    "pid": pid,
+                    "app": app,
+                    "cx": cx,
+                    "foot": foot,
+                    "h": h,
+                    "facing": facing,
+                    "stride": float(rng.uniform(-1, 1)),
+                    "box": box,
+                }
+            )
             for p, c in zip(people, cover):
                 p["cover"] = float(c)
             return True
@@ -87,8 +105,7 @@ def _frame_names(cams: np.ndarray) -> tuple[list[str], list[str]]:
     return prw, cuhk
 
 
-def plan_world(seed: int, identities: int, frames: int, width: int, height: int,
-               train_frac: float = 0.6) -> dict:
+def plan_world(seed: int, identities: int, frames: int, width: int, height: int, train_frac: float = 0.6) -> dict:
     """Plan a world of ``identities`` people (60 % train, 40 % test, disjoint)
     over ``frames`` frames from 6 cameras (``train_frac`` of them training)."""
     if identities < 2:
@@ -106,14 +123,22 @@ def plan_world(seed: int, identities: int, frames: int, width: int, height: int,
     is_train = rng.permutation(frames) < n_train_frames
     prw_names, cuhk_names = _frame_names(cams)
     cuhk_names = [cuhk_names[i] for i in rng.permutation(frames)]
-    plan_frames = [{"index": i, "cam": int(cams[i]), "split": "train" if is_train[i] else "test",
-                    "prw_name": prw_names[i], "cuhk_name": cuhk_names[i], "people": []}
-                   for i in range(frames)]
+    plan_frames = [
+        {
+            "index": i,
+            "cam": int(cams[i]),
+            "split": "train" if is_train[i] else "test",
+            "prw_name": prw_names[i],
+            "cuhk_name": cuhk_names[i],
+            "people": [],
+        }
+        for i in range(frames)
+    ]
 
     for split, ids in (("train", train_ids), ("test", test_ids)):
         split_frames = [f for f in plan_frames if f["split"] == split]
         ranks = rng.permutation(len(ids)) + 1
-        weights = ranks ** -0.8  # long-tailed identity frequency
+        weights = ranks**-0.8  # long-tailed identity frequency
         weights /= weights.sum()
         for f in split_frames:
             frng = np.random.default_rng([seed, 1, f["index"]])
@@ -127,8 +152,16 @@ def plan_world(seed: int, identities: int, frames: int, width: int, height: int,
                 _place(f["people"], UNLABELED, sample_appearance(frng), style, width, height, frng)
         _top_up(split_frames, ids, apps, cameras, width, height, rng)
 
-    plan = {"width": width, "height": height, "seed": seed, "cameras": cameras, "identities": apps,
-            "train_ids": train_ids, "test_ids": test_ids, "frames": plan_frames}
+    plan = {
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "cameras": cameras,
+        "identities": apps,
+        "train_ids": train_ids,
+        "test_ids": test_ids,
+        "frames": plan_frames,
+    }
     plan["queries"] = _choose_queries(plan, rng)
     return plan
 

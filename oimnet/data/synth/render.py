@@ -34,8 +34,16 @@ def _jit(colour, rng: np.random.Generator, amount: int = 12) -> tuple[int, int, 
     return tuple(int(v) for v in c)
 
 
-def draw_person(draw: ImageDraw.ImageDraw, cx: float, foot: float, h: float, app: dict,
-                facing: int, stride: float, rng: np.random.Generator) -> None:
+def draw_person(
+    draw: ImageDraw.ImageDraw,
+    cx: float,
+    foot: float,
+    h: float,
+    app: dict,
+    facing: int,
+    stride: float,
+    rng: np.random.Generator,
+) -> None:
     """Draw one figure: legs, shoes, torso with pattern, arms, head, hair/hat, bag.
 
     stride in [-1, 1] spreads the feet (walking pose); rng jitters colours a
@@ -51,16 +59,26 @@ def draw_person(draw: ImageDraw.ImageDraw, cx: float, foot: float, h: float, app
     for side in (-1, 1):
         hip_x = cx + side * 0.21 * w
         foot_x = hip_x + side * spread
-        leg = [(hip_x - leg_w / 2, y_hip), (hip_x + leg_w / 2, y_hip),
-               (foot_x + leg_w / 2, y_shoe), (foot_x - leg_w / 2, y_shoe)]
+        leg = [
+            (hip_x - leg_w / 2, y_hip),
+            (hip_x + leg_w / 2, y_hip),
+            (foot_x + leg_w / 2, y_shoe),
+            (foot_x - leg_w / 2, y_shoe),
+        ]
         draw.polygon(leg, fill=trousers)
         if app["shorts"]:
             k = (y_knee - y_hip) / (y_shoe - y_hip)
             knee_l = hip_x - leg_w / 2 + k * (foot_x - hip_x)
-            draw.polygon([(knee_l, y_knee), (knee_l + leg_w, y_knee),
-                          (foot_x + leg_w / 2, y_shoe), (foot_x - leg_w / 2, y_shoe)], fill=skin)
-        draw.rectangle([foot_x - leg_w / 2 - 0.03 * w, y_shoe, foot_x + leg_w / 2 + 0.03 * w, foot],
-                       fill=(35, 30, 28))
+            draw.polygon(
+                [
+                    (knee_l, y_knee),
+                    (knee_l + leg_w, y_knee),
+                    (foot_x + leg_w / 2, y_shoe),
+                    (foot_x - leg_w / 2, y_shoe),
+                ],
+                fill=skin,
+            )
+        draw.rectangle([foot_x - leg_w / 2 - 0.03 * w, y_shoe, foot_x + leg_w / 2 + 0.03 * w, foot], fill=(35, 30, 28))
     # torso with the identity's pattern
     y0, y1 = top + 0.17 * h, y_hip + 0.02 * h
     x0, x1 = cx - w / 2, cx + w / 2
@@ -103,8 +121,7 @@ def draw_person(draw: ImageDraw.ImageDraw, cx: float, foot: float, h: float, app
         bx1 = cx + side * (w / 2 + (0.02 + _BAG_W) * w)
         bx0, bx1 = min(bx0, bx1), max(bx0, bx1)
         draw.rectangle([bx0, top + 0.40 * h, bx1, top + 0.60 * h], fill=bag)
-        draw.line([(cx - side * 0.3 * w, y0), ((bx0 + bx1) / 2, top + 0.40 * h)], fill=bag,
-                  width=max(1, int(0.05 * w)))
+        draw.line([(cx - side * 0.3 * w, y0), ((bx0 + bx1) / 2, top + 0.40 * h)], fill=bag, width=max(1, int(0.05 * w)))
 
 
 # ------------------------------------------------------------ backgrounds
@@ -153,13 +170,16 @@ def render_background(style: dict, width: int, height: int) -> Image.Image:
         tx, base = rng.uniform(0, width), hz + rng.uniform(0, 0.15) * (height - hz)
         th = rng.uniform(0.25, 0.45) * height
         d.rectangle([tx - 0.015 * th, base - th * 0.5, tx + 0.015 * th, base], fill=(90, 60, 35))
-        d.ellipse([tx - 0.22 * th, base - th, tx + 0.22 * th, base - th * 0.45],
-                  fill=(int(rng.integers(30, 90)), int(rng.integers(100, 160)), int(rng.integers(30, 80))))
+        d.ellipse(
+            [tx - 0.22 * th, base - th, tx + 0.22 * th, base - th * 0.45],
+            fill=(int(rng.integers(30, 90)), int(rng.integers(100, 160)), int(rng.integers(30, 80))),
+        )
     return img
 
 
-def draw_clutter(draw: ImageDraw.ImageDraw, style: dict, width: int, height: int,
-                 rng: np.random.Generator, n: int) -> None:
+def draw_clutter(
+    draw: ImageDraw.ImageDraw, style: dict, width: int, height: int, rng: np.random.Generator, n: int
+) -> None:
     """Per-frame distractors on the ground: bins, signs with coloured panels,
     cars, posters in person colours."""
     hz = style["horizon"]
@@ -190,8 +210,7 @@ def draw_clutter(draw: ImageDraw.ImageDraw, style: dict, width: int, height: int
             draw.rectangle([x + 0.1 * ps, py + 0.3 * ps, x + 0.5 * ps, py + 0.6 * ps], fill=other)
 
 
-def draw_occluder(draw: ImageDraw.ImageDraw, style: dict, width: int, height: int,
-                  rng: np.random.Generator) -> None:
+def draw_occluder(draw: ImageDraw.ImageDraw, style: dict, width: int, height: int, rng: np.random.Generator) -> None:
     """A pole or railing in the foreground, drawn over people."""
     if rng.random() < 0.5:
         x = rng.uniform(0, width)
@@ -203,8 +222,9 @@ def draw_occluder(draw: ImageDraw.ImageDraw, style: dict, width: int, height: in
         draw.rectangle([x0, y, x0 + rng.uniform(0.2, 0.4) * width, y + 0.025 * height], fill=(110, 80, 50))
 
 
-def apply_lighting(img: Image.Image, gain: float, tint, gradient: float,
-                   rng: np.random.Generator, noise: float = 4.0) -> Image.Image:
+def apply_lighting(
+    img: Image.Image, gain: float, tint, gradient: float, rng: np.random.Generator, noise: float = 4.0
+) -> Image.Image:
     """Global gain, colour tint, a left-right light gradient and sensor noise."""
     arr = np.asarray(img, dtype=np.float32)
     w = arr.shape[1]

@@ -114,8 +114,9 @@ def write_prw(plan: dict, out: str, render: bool = True) -> None:
         lines.append(f"{p['pid']} {x:g} {y:g} {w:g} {h:g} {f['prw_name'][:-4]}\r\n")
         if fi in crops:
             x1, y1, x2, y2 = (int(round(v)) for v in p["box"])
-            _save_jpeg(crops[fi].crop((max(0, x1), y1, x2, y2)),
-                       os.path.join(out, "query_box", f"{p['pid']}_{f['prw_name']}"))
+            _save_jpeg(
+                crops[fi].crop((max(0, x1), y1, x2, y2)), os.path.join(out, "query_box", f"{p['pid']}_{f['prw_name']}")
+            )
     with open(os.path.join(out, "query_info.txt"), "wb") as fh:
         fh.write("".join(lines).encode("utf-8"))
 
@@ -150,24 +151,36 @@ def write_cuhk(plan: dict, out: str, render: bool = True) -> None:
         rows = [{"idlocate": np.asarray([b], float)} for b in boxes[f["index"]]]
         if f["index"] % 29 == 0:  # a zero-size box, as some real images have
             rows.append({"idlocate": np.asarray([[5.0, 5.0, 0.0, 20.0]])})
-        img_rows.append({"imname": f["cuhk_name"], "nAppear": _scalar(len(rows)),
-                         "idlocate": _struct(rows, ["idlocate"])})
+        img_rows.append(
+            {"imname": f["cuhk_name"], "nAppear": _scalar(len(rows)), "idlocate": _struct(rows, ["idlocate"])}
+        )
         if renderer is not None:
             _save_jpeg(renderer.render(f), os.path.join(img_dir, f["cuhk_name"]))
-    scipy.io.savemat(os.path.join(ann_dir, "Images.mat"),
-                     {"Img": _struct(img_rows, ["imname", "nAppear", "idlocate"])})
+    scipy.io.savemat(os.path.join(ann_dir, "Images.mat"), {"Img": _struct(img_rows, ["imname", "nAppear", "idlocate"])})
     gallery = [f for f in frames if f["split"] == "test"]
     scipy.io.savemat(os.path.join(ann_dir, "pool.mat"), {"pool": _cell_column([f["cuhk_name"] for f in gallery])})
 
     train_cells = []
     for pid in plan["train_ids"]:
-        scenes = [{"imname": f["cuhk_name"], "idlocate": np.asarray([boxes[f["index"]][j]], float),
-                   "ishard": _scalar(0)}
-                  for f in frames if f["split"] == "train"
-                  for j, p in enumerate(f["people"]) if p["pid"] == pid]
-        train_cells.append(_struct([{"idname": f"p{pid:05d}", "nAppear": _scalar(len(scenes)),
-                                     "scene": _struct(scenes, ["imname", "idlocate", "ishard"])}],
-                                   ["idname", "nAppear", "scene"]))
+        scenes = [
+            {"imname": f["cuhk_name"], "idlocate": np.asarray([boxes[f["index"]][j]], float), "ishard": _scalar(0)}
+            for f in frames
+            if f["split"] == "train"
+            for j, p in enumerate(f["people"])
+            if p["pid"] == pid
+        ]
+        train_cells.append(
+            _struct(
+                [
+                    {
+                        "idname": f"p{pid:05d}",
+                        "nAppear": _scalar(len(scenes)),
+                        "scene": _struct(scenes, ["imname", "idlocate", "ishard"]),
+                    }
+                ],
+                ["idname", "nAppear", "scene"],
+            )
+        )
     scipy.io.savemat(os.path.join(proto_dir, "Train.mat"), {"Train": _cell_column(train_cells)})
 
     rng = np.random.default_rng([plan["seed"], 3])
@@ -184,17 +197,31 @@ def write_cuhk(plan: dict, out: str, render: bool = True) -> None:
                     continue
                 hit = [k for k, p in enumerate(g["people"]) if p["pid"] == pid]
                 if hit:
-                    positives.append({"imname": g["cuhk_name"], "idlocate": np.asarray([boxes[g["index"]][hit[0]]], float),
-                                      "ishard": _scalar(0)})
+                    positives.append(
+                        {
+                            "imname": g["cuhk_name"],
+                            "idlocate": np.asarray([boxes[g["index"]][hit[0]]], float),
+                            "ishard": _scalar(0),
+                        }
+                    )
                 else:
                     negatives.append({"imname": g["cuhk_name"], "idlocate": np.zeros((1, 0)), "ishard": _scalar(0)})
-            entries = positives + negatives[:max(0, size - len(positives))]
-            query = _struct([{"imname": qf["cuhk_name"], "idlocate": np.asarray([boxes[fi][j]], float),
-                              "ishard": _scalar(0), "idname": f"p{pid:05d}"}],
-                            ["imname", "idlocate", "ishard", "idname"])
+            entries = positives + negatives[: max(0, size - len(positives))]
+            query = _struct(
+                [
+                    {
+                        "imname": qf["cuhk_name"],
+                        "idlocate": np.asarray([boxes[fi][j]], float),
+                        "ishard": _scalar(0),
+                        "idname": f"p{pid:05d}",
+                    }
+                ],
+                ["imname", "idlocate", "ishard", "idname"],
+            )
             items.append({"Query": query, "Gallery": _struct(entries, ["imname", "idlocate", "ishard"])})
-        scipy.io.savemat(os.path.join(proto_dir, f"TestG{size}.mat"),
-                         {f"TestG{size}": _struct(items, ["Query", "Gallery"])})
+        scipy.io.savemat(
+            os.path.join(proto_dir, f"TestG{size}.mat"), {f"TestG{size}": _struct(items, ["Query", "Gallery"])}
+        )
 
 
 # ----------------------------------------------------------------- counts
@@ -215,8 +242,13 @@ def expected_counts(plan: dict, fmt: str) -> dict:
         fs = [f for f in frames if f["split"] == split]
         pids = [p["pid"] for f in fs for p in f["people"]]
         labeled = [pid for pid in pids if pid in labeled_ids[split]]
-        out[name] = {"images": len(fs), "boxes": len(pids), "labeled_boxes": len(labeled),
-                     "unlabeled_boxes": len(pids) - len(labeled), "identities": len(set(labeled))}
+        out[name] = {
+            "images": len(fs),
+            "boxes": len(pids),
+            "labeled_boxes": len(labeled),
+            "unlabeled_boxes": len(pids) - len(labeled),
+            "identities": len(set(labeled)),
+        }
         if fmt == "prw":
             cams = Counter(f["cam"] for f in fs)
             out[name]["frames_per_camera"] = {str(c): cams[c] for c in sorted(cams)}
