@@ -7,8 +7,15 @@ Examples:
   python analysis/make_tables.py --parent RUN_ID --plots plots/
   MLFLOW_TRACKING_URI=http://mlflow.example:5000 python analysis/make_tables.py --experiment oimnet
 
-Rows are the grid's rows (child runs grouped by their `row` tag, FINISHED runs
-only); each cell is mean ± std (sample std) over seeds, in %. Columns per
+Rows are what ran: FINISHED child runs grouped by the logged config values
+that differ between them (analysis/runs.py); the grid's row name is the
+row's label, and a run whose params disagree with its label is shown apart
+and flagged (⚠). Each cell is in %: with several seeds mean ± sample std and
+the 95 % confidence interval of the mean (t-distribution); columns "Δ vs
+OIMNet" give each row's mean paired difference from the OIMNet row over the
+seeds both ran, its 95 % interval and the paired t-test p-value, and a
+sentence under the table says which differences are significant at 5 %.
+With one seed the table says that nothing can be concluded. Columns per
 dataset: mAP and top-1 (with --all also top-5, top-10, detection AP and
 recall). Rows labelled OIMNet++ / OIMNet+++ get the published value beside
 ours (analysis/published_results.csv; secondary sources, see its `source`).
@@ -19,7 +26,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `analysis` and `oimnet` importable
@@ -30,7 +39,16 @@ if __package__ in (None, ""):  # run as a script: make `analysis` and `oimnet` i
         sys.path.insert(0, _root)
 
 from analysis.published import Published, load_published, published_for  # noqa: E402
-from analysis.runs import ALL_METRICS, METRICS, RowSummary, datasets_of, load_runs, summarize  # noqa: E402
+from analysis.runs import (  # noqa: E402
+    ALL_METRICS,
+    METRICS,
+    RowSummary,
+    baseline_row,
+    datasets_of,
+    load_runs,
+    summarize,
+)
+from analysis.stats import ALPHA, Paired, describe, paired  # noqa: E402
 
 METRIC_NAMES = {
     "mAP": "mAP",
@@ -42,23 +60,75 @@ METRIC_NAMES = {
 }
 DATASET_NAMES = {"synthetic": "Synthetic", "prw": "PRW", "cuhk": "CUHK-SYSU"}
 PUBLISHED_METRICS = ("mAP", "top1")
+PAIRED_METRICS = ("mAP", "top1")  # compared with the baseline row
+BASELINE_LABEL = "OIMNet"
+
+
+def _pct(x: float, digits: int = 1, sign: bool = False) -> str:
+    return f"{x * 100:{'+' if sign else ''}.{digits}f}"
 
 
 def _fmt(cell, digits: int = 1) -> str:
+    """'53.0' for one seed, 'mean ± std [95 % CI]' for several (in %)."""
     if cell is None or not cell.n:
         return "–"
-    mean = f"{cell.mean * 100:.{digits}f}"
-    return mean if cell.n == 1 else f"{mean} ± {cell.std * 100:.{digits}f}"
+    d = describe(cell.values)
+    if d.n == 1:
+        return _pct(d.mean, digits)
+    return f"{_pct(d.mean, digits)} ± {_pct(d.std, digits)} [{_pct(d.ci_low, digits)}, {_pct(d.ci_high, digits)}]"
 
 
-def _columns(rows: list[RowSummary], metrics: tuple[str, ...], published: dict[str, Published]):
-    """[(dataset, metric, is_published)] in display order."""
+def _p_text(p: float) -> str:
+    if math.isnan(p):
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _fmt_diff(pr: Paired | None, digits: int = 1) -> str:
+    if pr is None or pr.n == 0:
+        return "–"
+    d = pr.diff
+    if pr.n == 1:
+        return f"{_pct(d.mean, digits, sign=True)} (1 seed)"
+    return (
+        f"{_pct(d.mean, digits, sign=True)} [{_pct(d.ci_low, digits, sign=True)}, "
+        f"{_pct(d.ci_high, digits, sign=True)}] {_p_text(pr.p_value)}"
+    )
+
+
+@dataclass
+class Table:
+    """What every renderer draws: rows, columns and the comparisons with the baseline."""
+
+    rows: list[RowSummary]
+    left_out: list
+    metrics: tuple[str, ...]
+    published: dict[str, Published]
+    baseline: RowSummary | None
+    multi_seed: bool  # some row has 2+ seeds on some dataset
+    diffs: dict[tuple[str, str, str], Paired]  # (row, dataset, metric) -> paired difference from the baseline
+    columns: list[tuple[str, str, str]]  # (dataset, metric, kind): kind "ours", "diff" or "published"
+
+
+def build_table(rows, left_out, metrics, published, baseline_label: str = BASELINE_LABEL) -> Table:
+    base = baseline_row(rows, baseline_label)
+    multi = any(len(s) > 1 for r in rows for s in r.seeds.values())
+    diffs: dict[tuple[str, str, str], Paired] = {}
+    if base is not None:
+        for r in rows:
+            if r is base:
+                continue
+            for (ds, m), cell in r.cells.items():
+                if m in PAIRED_METRICS and (ds, m) in base.cells:
+                    diffs[(r.row, ds, m)] = paired(cell.by_seed, base.cells[(ds, m)].by_seed)
     cols = []
     for ds in datasets_of(rows):
-        cols += [(ds, m, False) for m in metrics]
+        cols += [(ds, m, "ours") for m in metrics]
+        if base is not None and multi and len(rows) > 1:
+            cols += [(ds, m, "diff") for m in PAIRED_METRICS if m in metrics]
         if any((p := published_for(r.paper_label, published)) and any(k[0] == ds for k in p.values) for r in rows):
-            cols += [(ds, m, True) for m in PUBLISHED_METRICS if m in metrics]
-    return cols
+            cols += [(ds, m, "published") for m in PUBLISHED_METRICS if m in metrics]
+    return Table(rows, left_out, metrics, published, base, multi, diffs, cols)
 
 
 def _seeds_text(r: RowSummary) -> str:
@@ -67,44 +137,114 @@ def _seeds_text(r: RowSummary) -> str:
     return ", ".join(f"{DATASET_NAMES.get(d, d)} {len(s)}" for d, s in r.seeds.items())
 
 
-def _header(ds: str, m: str, pub: bool) -> str:
-    return f"{DATASET_NAMES.get(ds, ds)} {METRIC_NAMES[m]}" + (" (published†)" if pub else "")
+def _config_text(r: RowSummary) -> str:
+    return " ".join(f"{k.removeprefix('MODEL.')}={v}" for k, v in r.config.items())
 
 
-def _value(r: RowSummary, ds: str, m: str, pub: bool, published) -> str:
-    if pub:
-        p = published_for(r.paper_label, published)
+def _header(t: Table, ds: str, m: str, kind: str) -> str:
+    head = f"{DATASET_NAMES.get(ds, ds)} {METRIC_NAMES[m]}"
+    if kind == "diff":
+        return f"{head} Δ vs {t.baseline.row}"
+    return head + (" (published†)" if kind == "published" else "")
+
+
+def _value(t: Table, r: RowSummary, ds: str, m: str, kind: str) -> str:
+    if kind == "published":
+        p = published_for(r.paper_label, t.published)
         v = p.values.get((ds, m)) if p else None
         return f"{v:.1f}†" if v is not None else ""
+    if kind == "diff":
+        if r is t.baseline:
+            return "(baseline)" if (ds, m) in r.cells else "–"
+        return _fmt_diff(t.diffs.get((r.row, ds, m)))
     return _fmt(r.cells.get((ds, m)))
 
 
-def footnotes(rows, left_out, published, uses_published: bool) -> list[str]:
-    notes = ["Values in %: mean ± std (sample) over seeds; a single seed shows the value alone."]
+def conclusions(t: Table) -> list[str]:
+    """The sentences saying which differences from the baseline are significant (or that none can be told)."""
+    if not t.multi_seed:
+        return [
+            (
+                "One seed per row: no intervals and no tests, so nothing can be concluded about which "
+                "differences are real (seed noise alone moves these numbers); run with --seeds 3 or more."
+            )
+        ]
+    if t.baseline is None:
+        return [f"No row labelled {BASELINE_LABEL}: no paired comparisons."]
+    out = []
+    for ds in datasets_of(t.rows):
+        found = []
+        for r in t.rows:
+            for m in PAIRED_METRICS:
+                pr = t.diffs.get((r.row, ds, m))
+                if pr is not None and pr.significant():
+                    found.append(
+                        f"{r.row} in {METRIC_NAMES[m]} ({_pct(pr.diff.mean, 1, sign=True)} points, "
+                        f"{_p_text(pr.p_value)}, {pr.n} seeds)"
+                    )
+        where = DATASET_NAMES.get(ds, ds)
+        if found:
+            out.append(
+                f"{where}: at the {ALPHA:.0%} level (two-sided paired t-test over shared seeds), "
+                f"these differ significantly from {t.baseline.row}: " + "; ".join(found) + "; no other row/metric does."
+            )
+        else:
+            out.append(
+                f"{where}: no row differs significantly from {t.baseline.row} "
+                f"(two-sided paired t-test over shared seeds, {ALPHA:.0%} level)."
+            )
+    out.append(
+        "Each test is on its own (no correction for the number of rows compared); with few seeds "
+        "only large differences can reach significance, and a non-significant one is not evidence "
+        "of no difference."
+    )
+    return out
+
+
+def footnotes(t: Table) -> list[str]:
+    notes = []
+    if t.multi_seed:
+        notes.append(
+            "Values in %: mean ± sample std [95 % confidence interval of the mean, t-distribution] "
+            "over seeds; a single seed shows the value alone."
+        )
+        if any(c[2] == "diff" for c in t.columns):
+            notes.append(
+                f"Δ vs {t.baseline.row}: mean of the per-seed differences (same seed = same data order "
+                "and initialisation) [95 % CI] and the paired t-test p-value, over the seeds both rows ran."
+            )
+    else:
+        notes.append("Values in %, one seed each.")
+    uses_published = any(c[2] == "published" for c in t.columns)
     if uses_published:
-        sources = sorted({p.source for r in rows if (p := published_for(r.paper_label, published))})
-        verified = sorted({p.verified for r in rows if (p := published_for(r.paper_label, published))})
+        sources = sorted({p.source for r in t.rows if (p := published_for(r.paper_label, t.published))})
+        verified = sorted({p.verified for r in t.rows if (p := published_for(r.paper_label, t.published))})
         notes.append(
             f"† published numbers for {', '.join(sources)}, taken from secondary sources "
             f"(analysis/published_results.csv, verified: {', '.join(verified)}); not our runs."
         )
-    if left_out:
+    for r in t.rows:
+        if r.flag:
+            runs = ", ".join(i[:8] for ids in r.run_ids.values() for i in ids)
+            notes.append(f"⚠ {r.row} (run {runs}): {r.flag}; shown apart, not pooled, no published value.")
+    if t.left_out:
         by = {}
-        for r in left_out:
+        for r in t.left_out:
             by[r.status] = by.get(r.status, 0) + 1
         notes.append("Left out (not FINISHED): " + ", ".join(f"{n} {s}" for s, n in sorted(by.items())) + " run(s).")
     return notes
 
 
-def render_markdown(rows, left_out, metrics, published) -> str:
-    cols = _columns(rows, metrics, published)
-    head = ["row", "paper label", "seeds"] + [_header(*c) for c in cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * len(cols)) + "|"]
-    for r in rows:
-        vals = [r.row, r.paper_label or "", _seeds_text(r)] + [_value(r, *c, published) for c in cols]
+def render_markdown(t: Table) -> str:
+    head = ["row", "paper label", "config", "seeds"] + [_header(t, *c) for c in t.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * len(t.columns)) + "|"]
+    for r in t.rows:
+        vals = [r.row, r.paper_label or "", _config_text(r), _seeds_text(r)] + [_value(t, r, *c) for c in t.columns]
         lines.append("| " + " | ".join(v.replace("|", "\\|") for v in vals) + " |")
     lines.append("")
-    lines += footnotes(rows, left_out, published, any(c[2] for c in cols))
+    lines += conclusions(t)
+    lines.append("")
+    lines += footnotes(t)
     return "\n".join(lines) + "\n"
 
 
@@ -125,39 +265,74 @@ def _tex(text: str) -> str:
     return text
 
 
-def render_latex(rows, left_out, metrics, published) -> str:
-    cols = _columns(rows, metrics, published)
-    out = [r"\begin{tabular}{ll" + "r" * (1 + len(cols)) + "}", r"\toprule"]
-    head = ["Row", "Paper label", "Seeds"] + [_tex(_header(*c)).replace("†", r"$^\dagger$") for c in cols]
+def _tex_value(v: str) -> str:
+    v = _tex(v)
+    for a, b in (("±", r"$\pm$"), ("†", r"$^\dagger$"), ("–", "--"), ("Δ", r"$\Delta$"), ("⚠", "(!)"), ("p<", "p$<$")):
+        v = v.replace(a, b)
+    return v
+
+
+def render_latex(t: Table) -> str:
+    out = [r"\begin{tabular}{lll" + "r" * (1 + len(t.columns)) + "}", r"\toprule"]
+    head = ["Row", "Paper label", "Config", "Seeds"] + [_tex_value(_header(t, *c)) for c in t.columns]
     out.append(" & ".join(head) + r" \\")
     out.append(r"\midrule")
-    for r in rows:
-        vals = [_tex(r.row), _tex(r.paper_label or ""), _tex(_seeds_text(r))]
-        for c in cols:
-            v = _value(r, *c, published).replace("±", r"$\pm$").replace("†", r"$^\dagger$").replace("–", "--")
-            vals.append(v)
+    for r in t.rows:
+        vals = [_tex_value(r.row), _tex(r.paper_label or ""), _tex(_config_text(r)), _tex(_seeds_text(r))]
+        vals += [_tex_value(_value(t, r, *c)) for c in t.columns]
         out.append(" & ".join(vals) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
-    out += ["% " + n for n in footnotes(rows, left_out, published, any(c[2] for c in cols))]
+    out += ["% " + n for n in conclusions(t) + footnotes(t)]
     return "\n".join(out) + "\n"
 
 
-def render_csv(rows, left_out, metrics, published) -> str:
+def render_csv(t: Table) -> str:
     """Long format, one line per (row, dataset); values in % (full precision)."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    head = ["row", "paper_label", "dataset", "n_seeds"]
+    metrics = t.metrics
+    head = ["row", "paper_label", "config", "flag", "dataset", "n_seeds"]
     for m in metrics:
-        head += [f"{m}_pct_mean", f"{m}_pct_std"]
+        head += [f"{m}_pct_mean", f"{m}_pct_std", f"{m}_pct_ci95_low", f"{m}_pct_ci95_high"]
+    for m in PAIRED_METRICS:
+        if m in metrics:
+            head += [
+                f"{m}_diff_pct",
+                f"{m}_diff_pct_ci95_low",
+                f"{m}_diff_pct_ci95_high",
+                f"{m}_diff_p",
+                f"{m}_diff_n_seeds",
+            ]
     head += [f"published_{m}_pct" for m in PUBLISHED_METRICS if m in metrics] + ["published_source"]
     w.writerow(head)
-    for r in rows:
+
+    def g(x):
+        return "" if x is None or math.isnan(x) else f"{x:.6g}"
+
+    for r in t.rows:
         for ds in r.seeds:
-            line = [r.row, r.paper_label, ds, len(r.seeds[ds])]
+            line = [r.row, r.paper_label, _config_text(r), r.flag, ds, len(r.seeds[ds])]
             for m in metrics:
                 c = r.cells.get((ds, m))
-                line += [f"{c.mean * 100:.6g}", f"{c.std * 100:.6g}"] if c and c.n else ["", ""]
-            p = published_for(r.paper_label, published)
+                if c and c.n:
+                    d = describe(c.values)
+                    line += [g(d.mean * 100), g(d.std * 100), g(d.ci_low * 100), g(d.ci_high * 100)]
+                else:
+                    line += ["", "", "", ""]
+            for m in PAIRED_METRICS:
+                if m in metrics:
+                    pr = t.diffs.get((r.row, ds, m))
+                    if pr is not None and pr.n:
+                        line += [
+                            g(pr.diff.mean * 100),
+                            g(pr.diff.ci_low * 100),
+                            g(pr.diff.ci_high * 100),
+                            g(pr.p_value),
+                            pr.n,
+                        ]
+                    else:
+                        line += ["", "", "", "", ""]
+            p = published_for(r.paper_label, t.published)
             line += [
                 (f"{p.values[(ds, m)]:g}" if p and (ds, m) in p.values else "")
                 for m in PUBLISHED_METRICS
@@ -196,7 +371,8 @@ def make_table(
     metrics = ALL_METRICS if all_metrics else METRICS
     rows, left_out = summarize(runs, metrics)
     published = load_published(published_path) if published_path else load_published()
-    text = RENDERERS[fmt](rows, left_out, metrics, published)
+    table = build_table(rows, left_out, metrics, published)
+    text = RENDERERS[fmt](table)
     plots: list[Path] = []
     if plots_dir:
         from analysis.plots import write_plots

@@ -2,10 +2,11 @@
 
 Files (one pair per dataset):
   ``map_per_epoch_<dataset>.png``: x = epoch, y = mAP in %, one line per
-  row (mean over seeds, band = ± std where several seeds).
+  row (mean over seeds, band = 95 % confidence interval of the mean where
+  several seeds).
   ``table_<dataset>.png``: grouped bars of mAP and top-1 in % per row
-  (error bars = std over seeds); published values (secondary sources) as
-  black diamonds.
+  (error bars = 95 % confidence interval of the mean over seeds, none for
+  one seed); published values (secondary sources) as black diamonds.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.published import Published, published_for
-from analysis.runs import RowSummary, datasets_of
+from analysis.runs import Cell, RowSummary, datasets_of
+from analysis.stats import describe
 
 DATASET_NAMES = {"synthetic": "Synthetic", "prw": "PRW", "cuhk": "CUHK-SYSU"}
 
@@ -36,7 +38,8 @@ def MaxNLocator(**kw):
 
 
 def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(epochs, mean %, std %) of one row over its runs, on the epochs all runs logged."""
+    """(epochs, mean %, 95 % CI half-width %) of one row over its runs, on the epochs all runs logged
+    (half-width 0 for one run)."""
     per_run: list[dict[int, float]] = []
     for rid in run_ids:
         hist = client.get_metric_history(rid, metric)
@@ -45,8 +48,19 @@ def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.nda
         return np.array([]), np.array([]), np.array([])
     epochs = sorted(set.intersection(*(set(h) for h in per_run)))
     vals = np.array([[h[e] for e in epochs] for h in per_run])  # (runs, epochs)
-    std = vals.std(axis=0, ddof=1) if len(per_run) > 1 else np.zeros(len(epochs))
-    return np.array(epochs), vals.mean(axis=0), std
+    half = (
+        np.array([describe(vals[:, j]).half_width for j in range(len(epochs))])
+        if len(per_run) > 1
+        else np.zeros(len(epochs))
+    )
+    return np.array(epochs), vals.mean(axis=0), half
+
+
+def _ci_half(cell: Cell | None) -> float:
+    """95 % CI half-width in % (0 for one seed or none)."""
+    if cell is None or cell.n < 2:
+        return 0.0
+    return describe(cell.values).half_width * 100
 
 
 def write_plots(
@@ -63,16 +77,16 @@ def write_plots(
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for r in present:
-            ep, mean, std = map_history(client, r.run_ids[ds])
+            ep, mean, half = map_history(client, r.run_ids[ds])
             if not len(ep):
                 continue
             (line,) = ax.plot(ep, mean, marker="o", label=r.row)
-            if std.any():
-                ax.fill_between(ep, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            if np.nan_to_num(half).any():
+                ax.fill_between(ep, mean - half, mean + half, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("mAP (%)")
-        ax.set_title(f"{name}: mAP per epoch (mean over seeds)")
+        ax.set_title(f"{name}: mAP per epoch (mean over seeds, band: 95 % CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -87,8 +101,8 @@ def write_plots(
         pub_labelled = False
         for j, (metric, label) in enumerate((("mAP", "mAP"), ("top1", "top-1"))):
             means = [r.cells[(ds, metric)].mean * 100 if (ds, metric) in r.cells else np.nan for r in present]
-            stds = [r.cells[(ds, metric)].std * 100 if (ds, metric) in r.cells else 0.0 for r in present]
-            ax.bar(x + (j - 0.5) * width, means, width, yerr=stds, capsize=3, label=label)
+            halves = [_ci_half(r.cells.get((ds, metric))) for r in present]
+            ax.bar(x + (j - 0.5) * width, means, width, yerr=halves, capsize=3, label=label)
             for i, r in enumerate(present):
                 pub = published_for(r.paper_label, published or {})
                 if pub and (ds, metric) in pub.values:
@@ -103,7 +117,7 @@ def write_plots(
         ax.set_xticks(x)
         ax.set_xticklabels([r.row for r in present], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("%")
-        ax.set_title(f"{name}: final mAP and top-1 per row (± std over seeds)")
+        ax.set_title(f"{name}: final mAP and top-1 per row (bars: 95 % CI over seeds)")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
