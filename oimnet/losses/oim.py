@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oimnet.distributed import all_gather_rows, gather_counts, get_rank, get_world_size, is_distributed
 from oimnet.losses.memory import push_queue_, round_plan, run_plain_rounds_, run_rounds_
 
 __all__ = ["OIMLoss", "LOSS_TYPES"]
@@ -38,6 +39,12 @@ class OIMLoss(nn.Module):
     The memory is updated inside ``forward`` when the module is in training
     mode, after the logits are computed, from the detached inputs; in eval
     mode ``forward`` only computes the loss.
+
+    In training under a multi-rank process group every rank applies the
+    update of all ranks' RoIs (gathered in rank order), so the buffers stay
+    identical on every rank: DDP must not broadcast them
+    (``broadcast_buffers=False``); see ``_forward_synchronised``.
+    ``update_memory`` stays local (it applies exactly the rows it is given).
     """
 
     def __init__(
@@ -92,10 +99,20 @@ class OIMLoss(nn.Module):
             attached to ``inputs``) when there are none.
         """
         self._check_inputs(inputs, labels, ious)
+        if self.training and is_distributed():
+            return self._forward_synchronised(inputs, labels, ious)
         host_labels, head, host_ious = self._to_host(
             labels, ious if self.training else None
         )  # the one host sync of a step
         labeled = np.flatnonzero((host_labels > 0) & (host_labels <= self.num_pids))
+        loss = self._loss_sum(inputs, labels, labeled) / max(labeled.size, 1)
+        if self.training:
+            with torch.no_grad():
+                self._update(inputs.detach(), host_labels, head, host_ious)
+        return loss
+
+    def _loss_sum(self, inputs: Tensor, labels: Tensor, labeled: np.ndarray) -> Tensor:
+        """Sum of the cross-entropy terms of the RoIs ``labeled`` (host indices) against the current memory."""
         labeled_idx = torch.from_numpy(labeled).to(inputs.device)
         dtype = torch.promote_types(inputs.dtype, torch.float32)
         with torch.autocast(device_type=inputs.device.type, enabled=False):
@@ -103,12 +120,38 @@ class OIMLoss(nn.Module):
             # torch.cat copies, so autograd keeps the pre-update memory.
             memory = torch.cat([self.lut, self.cq]).to(dtype)
             logits = self.oim_scalar * (x @ memory.t())
-            # Sum / count instead of mean: an empty batch gives 0, not NaN.
-            loss = F.cross_entropy(logits, labels.long().index_select(0, labeled_idx) - 1, reduction="sum")
-            loss = loss / max(labeled.size, 1)
-        if self.training:
-            with torch.no_grad():
-                self._update(inputs.detach(), host_labels, head, host_ious)
+            # Sum, divided by the caller: an empty batch gives 0, not NaN.
+            return F.cross_entropy(logits, labels.long().index_select(0, labeled_idx) - 1, reduction="sum")
+
+    def _forward_synchronised(self, inputs: Tensor, labels: Tensor, ious: Tensor | None) -> Tensor:
+        """Training step of one rank of a process group: the loss of its RoIs, the memory update of all ranks'.
+
+        Features, labels (and LOIM IoUs) of every rank are gathered in rank
+        order without gradient and every rank applies the update of the
+        concatenated batch, so the ranks' memories stay identical and equal to
+        the one process that saw that batch; the queue head advances by the
+        global count of unlabeled RoIs.  The loss is this rank's sum of terms
+        times the world size over the global count of labeled RoIs: the mean
+        of the ranks' losses (what DDP's gradient average differentiates) is
+        the one-process loss of the concatenated batch.
+        """
+        n = inputs.shape[0]
+        counts = gather_counts(n, inputs.device)
+        columns = [labels.to(torch.float64)]  # float64 holds labels (< 2^53) and IoUs exactly
+        if self.loss_type == "LOIM":
+            columns.append(ious.detach().to(labels.device, torch.float64))
+        every_meta, _ = all_gather_rows(torch.stack(columns, 1), counts)
+        every_x, _ = all_gather_rows(inputs, counts)
+        host = every_meta.cpu().numpy()
+        every_labels = host[:, 0].astype(np.int64)
+        every_ious = host[:, 1] if self.loss_type == "LOIM" else None
+        start = sum(counts[: get_rank()])
+        mine = every_labels[start : start + n]
+        labeled = np.flatnonzero((mine > 0) & (mine <= self.num_pids))
+        n_labeled = int(np.count_nonzero((every_labels > 0) & (every_labels <= self.num_pids)))
+        loss = self._loss_sum(inputs, labels, labeled) * (get_world_size() / max(n_labeled, 1))
+        with torch.no_grad():
+            self._update(every_x, every_labels, int(self.cq_head), every_ious)
         return loss
 
     @torch.no_grad()

@@ -13,6 +13,12 @@ that mean follows from BatchNorm's batch statistics (1-d) or per-RoI means
 and variances (2-d), one pass over x.  The output is torch's batch norm with
 these statistics; the backward is torch's batch-norm backward, which assumes
 an unweighted mean, plus a per-RoI correction; see the two Functions.
+
+With a multi-rank process group (training under DDP) the prototypes are
+those of every rank's RoIs (labels gathered: identities are global ids) and
+the statistics are combined over the ranks before the mean and variance
+(:mod:`oimnet.models.sync_norm`), so every rank normalises with, and stores,
+the statistics one process would compute on the concatenated batch.
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from oimnet.distributed import all_gather_rows, gather_counts, get_rank, is_distributed
+from oimnet.models.sync_norm import sync_weighted_norm, update_running_stats_
+
 __all__ = [
     "ProtoNorm1d",
     "ProtoNorm2d",
     "UNLABELED_ID",
     "prototype_weights",
     "prototype_coefficients",
+    "rank_prototype_coefficients",
     "set_protonorm_labels",
     "convert_bn2d_to_protonorm",
 ]
@@ -92,6 +102,27 @@ def _prototype_coefficients_host(labels: np.ndarray, unlabeled_id: int, dtype) -
     return coef
 
 
+def rank_prototype_coefficients(
+    labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """:func:`prototype_coefficients` of the labels of every rank, this rank's columns (3, n).
+
+    With a multi-rank process group the labels (n_r,) of all ranks are
+    gathered in rank order (identities are global ids), the prototypes are
+    those of the concatenated batch, and this rank keeps the columns of its
+    own RoIs: [w; 1/N; -w] with N the global RoI count.  Without one, the
+    plain :func:`prototype_coefficients`.  A collective: every rank calls it.
+    """
+    if not is_distributed():
+        return prototype_coefficients(labels, unlabeled_id, dtype)
+    if labels.dim() != 1 or labels.is_floating_point():
+        raise ValueError(f"ProtoNorm labels {tuple(labels.shape)} {labels.dtype}: expected a 1-d integer tensor")
+    counts = gather_counts(labels.shape[0], labels.device)
+    every, _ = all_gather_rows(labels.long(), counts)
+    start = sum(counts[: get_rank()])
+    return prototype_coefficients(every, unlabeled_id, dtype)[:, start : start + labels.shape[0]]
+
+
 def _once_differentiable(backward):
     """torch's ``once_differentiable`` (backward not differentiable again), without its cost in the usual case.
 
@@ -149,7 +180,7 @@ class _ProtoNorm1dFunction(torch.autograd.Function):
         q.mul_(invstd)
         ctx.save_for_backward(x, weight, coef, mean, invstd, q)
         # Buffers updated in place in eager mode (no mark_dirty: they are not outputs).
-        _update_running_stats(running_mean, running_var, mean, var, x.shape[0], factor)
+        update_running_stats_(running_mean, running_var, mean, var, x.shape[0], factor)
         return y if dtype is y.dtype else y.to(dtype)  # the input dtype, as BatchNorm
 
     @staticmethod
@@ -213,7 +244,7 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         xbar = roi_mean.mean(0)
         invstd = torch.rsqrt(var + eps)
         y = torch.batch_norm(x, weight, bias, mean, var, False, 0.0, eps, torch.backends.cudnn.enabled)
-        _update_running_stats(running_mean, running_var, mean, var, n * positions, factor)
+        update_running_stats_(running_mean, running_var, mean, var, n * positions, factor)
         ctx.save_for_backward(x, weight, mean, invstd, xbar, w / positions)
         return y
 
@@ -235,19 +266,6 @@ class _ProtoNorm2dFunction(torch.autograd.Function):
         grad_weight = s_gy if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = s_g if weight is not None and ctx.needs_input_grad[2] else None
         return grad_in, grad_weight, grad_bias, None, None, None, None, None
-
-
-def _update_running_stats(
-    running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, m: int, factor: float
-) -> None:
-    """running <- (1 - factor) running + factor batch, with the unbiased variance (m values per channel), as BatchNorm.
-
-    ``var`` (C,) is the biased batch variance; it is overwritten.
-    """
-    var.mul_(m / (m - 1))
-    if mean.dtype is not running_mean.dtype:
-        mean, var = mean.to(running_mean.dtype), var.to(running_var.dtype)
-    torch._foreach_lerp_([running_mean, running_var], [mean, var], factor)
 
 
 class _ProtoNorm(_BatchNorm):
@@ -281,7 +299,9 @@ class _ProtoNorm(_BatchNorm):
             self._coef = None
         else:
             # float64: exact for any input dtype (converted per call; the forward input dtype is not known yet).
-            self._coef = coef if coef is not None else prototype_coefficients(labels, self.unlabeled_id, torch.float64)
+            self._coef = (
+                coef if coef is not None else rank_prototype_coefficients(labels, self.unlabeled_id, torch.float64)
+            )
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """x (N, C) [1-d] or (N, C, H, W) [2-d]; labels (N,) per RoI, else those of ``set_labels``."""
@@ -289,18 +309,29 @@ class _ProtoNorm(_BatchNorm):
         if not self.training:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if labels is not None:
-            coef = prototype_coefficients(
+            coef = rank_prototype_coefficients(
                 labels, self.unlabeled_id, torch.float64 if x.dtype is torch.float64 else torch.float32
             )
         else:
             labels, coef = self._labels, self._coef
         if labels is None:  # every RoI its own prototype: exactly BatchNorm
             factor = self._momentum_factor()
+            if is_distributed():
+                return sync_weighted_norm(
+                    x, self.weight, self.bias, None, self.eps, self.running_mean, self.running_var, factor
+                )
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, factor, self.eps)
         if labels.dim() != 1 or labels.shape[0] != x.shape[0]:  # ints: a torch.Size comparison is slower
             raise ValueError(
                 f"{type(self).__name__}: labels {tuple(labels.shape)} do not match the {x.shape[0]} RoIs of the "
                 f"input {tuple(x.shape)}; call set_protonorm_labels(model, labels) for this batch"
+            )
+        if coef.device != x.device:
+            coef = coef.to(x.device)
+        if is_distributed():  # statistics of every rank's RoIs; coef holds this rank's columns
+            factor = self._momentum_factor()
+            return sync_weighted_norm(
+                x, self.weight, self.bias, coef[0], self.eps, self.running_mean, self.running_var, factor
             )
         m = x.numel() // x.shape[1]  # elements averaged per channel
         if m < 2:
@@ -309,8 +340,6 @@ class _ProtoNorm(_BatchNorm):
             )
         fn = _ProtoNorm1dFunction if x.dim() == 2 else _ProtoNorm2dFunction
         factor = self._momentum_factor()
-        if coef.device != x.device:
-            coef = coef.to(x.device)
         return fn.apply(x, self.weight, self.bias, coef, self.eps, self.running_mean, self.running_var, factor)
 
     def _momentum_factor(self) -> float:
@@ -373,7 +402,7 @@ def set_protonorm_labels(module: nn.Module, labels: Tensor | None) -> None:
                 m.set_labels(None)
                 continue
             if m.unlabeled_id not in weights:
-                weights[m.unlabeled_id] = prototype_coefficients(labels, m.unlabeled_id, torch.float64)
+                weights[m.unlabeled_id] = rank_prototype_coefficients(labels, m.unlabeled_id, torch.float64)
             m.set_labels(labels, weights[m.unlabeled_id])
 
 

@@ -1,0 +1,29 @@
+"""Multi-process training helpers (torch.distributed): ranks, gathers, cross-rank checks.
+
+Without an initialised process group everything here acts as one process
+of rank 0, so the single-process path calls it unconditionally.
+"""
+
+from oimnet.distributed.comm import (
+    all_gather_rows,
+    all_reduce_sum,
+    assert_same_across_ranks,
+    gather_counts,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+    tensor_digest,
+)
+
+__all__ = [
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "gather_counts",
+    "all_gather_rows",
+    "all_reduce_sum",
+    "tensor_digest",
+    "assert_same_across_ranks",
+]

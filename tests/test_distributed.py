@@ -1,0 +1,84 @@
+"""Synchronised OIM/LOIM memory, ProtoNorm and BatchNorm on 2 gloo CPU processes equal one process on the whole batch."""
+
+import pytest
+import torch
+
+from oimnet.distributed import (
+    all_gather_rows,
+    assert_same_across_ranks,
+    gather_counts,
+    get_rank,
+    get_world_size,
+    is_distributed,
+)
+from tests import distributed_workers as dw
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def test_helpers_without_process_group_are_one_process():
+    assert not is_distributed() and get_rank() == 0 and get_world_size() == 1
+    x = torch.randn(4, 3)
+    every, counts = all_gather_rows(x)
+    assert torch.equal(every, x) and counts == [4] and gather_counts(4) == [4]
+    assert assert_same_across_ranks([x], "x") == assert_same_across_ranks([x.clone()], "x")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return dw.run_on_ranks("pieces_worker", 2, tmp_path_factory.mktemp("pieces"), True)
+
+
+def test_all_gather_rows_uneven_counts_and_digest_mismatch(two_ranks):
+    ranks = [{k[len("gather/") :]: v for k, v in res.items() if k.startswith("gather/")} for res in two_ranks]
+    for r, res in enumerate(ranks):
+        assert int(res["rank"]) == r and int(res["world"]) == 2
+        assert res["counts"].tolist() == [3, 0]
+        assert torch.equal(res["every"], torch.arange(6, dtype=torch.float32).view(3, 2))
+        assert bool(res["mismatch_raised"])
+
+
+@pytest.fixture(params=["OIM", "LOIM"])
+def two_ranks_vs_one(request, two_ranks):
+    loss_type = request.param
+    prefix = f"{loss_type}/"
+    ranks = [{k[len(prefix) :]: v for k, v in res.items() if k.startswith(prefix)} for res in two_ranks]
+    return loss_type, ranks, dw.run_pieces(None, 1, loss_type, False)
+
+
+def _split_rows(ranks, key):
+    return torch.cat([ranks[r][key] for r in range(len(ranks))])
+
+
+def test_losses_gradients_and_buffers_equal_one_process(two_ranks_vs_one):
+    loss_type, ranks, ref = two_ranks_vs_one
+    per_row = {"y1", "y2", "y3"}
+    checked = 0
+    for key, want in ref.items():
+        if key.split("/")[1] in per_row:  # outputs: each rank holds its rows
+            torch.testing.assert_close(_split_rows(ranks, key), want, **TOL, msg=f"{loss_type} {key}")
+        else:  # losses (ranks' mean), reduced gradients and buffers: equal on every rank
+            for r, res in enumerate(ranks):
+                torch.testing.assert_close(
+                    res[key], want, **TOL, msg=lambda m, k=key, r=r: f"{loss_type} rank {r} {k}: {m}"
+                )
+        checked += 1
+    assert set(ranks[0]) == set(ref)
+    # What the comparison covered: every parameter's gradient at every step, the memory and the running stats.
+    assert any("/grad/pn2d.weight" in k for k in ref) and any("/grad/bn2d.weight" in k for k in ref)
+    assert {f"{s}/buf/loss.cq_head" for s in range(dw.STEPS)} <= set(ref)
+    assert checked > 50
+
+
+def test_memory_moves_and_queue_wraps(two_ranks_vs_one):
+    """The fixed batch exercises the update: LUT rows change every step, the queue wraps (head by the global count)."""
+    _, ranks, ref = two_ranks_vs_one
+    heads = [int(ref[f"{s}/buf/loss.cq_head"]) for s in range(dw.STEPS)]
+    unlabeled = [int((dw.step_batch(s)["labels"] == dw.UNLABELED).sum()) for s in range(dw.STEPS)]
+    expected, head = [], 0
+    for u in unlabeled:
+        head = (head + u) % dw.CQ_SIZE
+        expected.append(head)
+    assert heads == expected and sum(unlabeled) > dw.CQ_SIZE
+    assert not torch.equal(ref["0/buf/loss.lut"], ref["2/buf/loss.lut"])
+    assert all(int(res["2/buf/loss.cq_head"]) == heads[-1] for res in ranks)
