@@ -19,6 +19,7 @@ __all__ = [
     "get_rank",
     "get_world_size",
     "is_main_process",
+    "collective_device",
     "gather_counts",
     "all_gather_rows",
     "all_reduce_sum",
@@ -47,16 +48,23 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def collective_device() -> torch.device:
+    """Where the default group's collectives take tensors: this rank's GPU for NCCL, else the CPU."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 @torch.no_grad()
-def gather_counts(n: int, device: torch.device | str = "cpu") -> list[int]:
+def gather_counts(n: int, device: torch.device | str | None = None) -> list[int]:
     """Every rank's row count, in rank order ([n] without a process group).
 
-    ``device`` holds the one-element exchange tensor: the backend's device
-    (CPU for gloo, this rank's GPU for NCCL).
+    ``device`` holds the one-element exchange tensor (default
+    :func:`collective_device`).
     """
     if not is_distributed():
         return [int(n)]
-    mine = torch.tensor([int(n)], dtype=torch.int64, device=device)
+    mine = torch.tensor([int(n)], dtype=torch.int64, device=device or collective_device())
     counts = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, mine)
     return [int(c) for c in torch.cat(counts).tolist()]
@@ -110,7 +118,7 @@ def tensor_digest(tensors: list[Tensor]) -> bytes:
 
 
 @torch.no_grad()
-def assert_same_across_ranks(tensors: list[Tensor], what: str, device: torch.device | str = "cpu") -> bytes:
+def assert_same_across_ranks(tensors: list[Tensor], what: str) -> bytes:
     """Raise RuntimeError unless every rank holds bit-identical ``tensors``; returns the local digest.
 
     One all-gather of a 32-byte digest.  ``what`` names the state in the
@@ -119,7 +127,7 @@ def assert_same_across_ranks(tensors: list[Tensor], what: str, device: torch.dev
     digest = tensor_digest(tensors)
     if not is_distributed():
         return digest
-    mine = torch.tensor(list(digest), dtype=torch.uint8, device=device)
+    mine = torch.tensor(list(digest), dtype=torch.uint8, device=collective_device())
     every = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
     dist.all_gather(every, mine)
     digests = [bytes(d.cpu().tolist()) for d in every]
