@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URI",
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or the project's local store)",
     )
+    p.add_argument("--no-tracking", action="store_true", help="record nothing in MLflow (it need not be installed)")
     add_config_args(p)
     return p
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         usage_error("--eval needs --ckpt PATH")
     if args.ckpt and not args.eval:
         usage_error("--ckpt is only used with --eval (to continue training use --resume)")
-    from oimnet.engine.trainer import evaluate_checkpoint, train_run
+    from oimnet.engine.evaluation import evaluate_checkpoint
+    from oimnet.engine.trainer import train_run
 
     try:
         if args.eval:
@@ -66,13 +68,15 @@ def main(argv: list[str] | None = None) -> int:
 
             if not os.path.isfile(args.ckpt):
                 usage_error(f"--ckpt {args.ckpt}: checkpoint not found")
-            result = evaluate_checkpoint(cfg, args.ckpt, tracking_uri=args.tracking_uri)
+            result = evaluate_checkpoint(
+                cfg, args.ckpt, tracking_uri=args.tracking_uri, log_to_mlflow=not args.no_tracking
+            )
             from oimnet.engine.evaluation import scalar_metrics
 
             for k, v in scalar_metrics(result).items():
                 print(f"{k:>20s}: {v:.4f}")
         else:
-            metrics = train_run(cfg, resume=args.resume, tracking_uri=args.tracking_uri)
+            metrics = train_run(cfg, resume=args.resume, tracking_uri=args.tracking_uri, track=not args.no_tracking)
             for k, v in metrics.items():
                 print(f"{k:>20s}: {v:.4f}")
     except KeyboardInterrupt:

@@ -101,7 +101,8 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
     address, head_temp = ray_head
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
-    cmd = RUN + [
+    crashing = [sys.executable, "-m", "tests.run_sweep_with_crash"]  # every trial crashes once after epoch 1
+    cmd = crashing + [
         "--grid",
         "micro",
         "--address",
@@ -112,12 +113,10 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
         "e2e",
         "--tracking-uri",
         uri,
-        "--trial-env",
-        "OIMNET_DEBUG_CRASH_AFTER_EPOCH=1",
         "--set",
         "SOLVER.MAX_EPOCHS=2",
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=420)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=420, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp_dir = storage / "e2e"
     state = json.loads((exp_dir / "sweep.json").read_text())

@@ -332,7 +332,9 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
     return files
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
+    """The command line; ``hook_factories`` (callables returning training hooks)
+    go to every trial, for programs that start a sweep from Python (tests)."""
     args = build_parser().parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         fail(f"--max-concurrent {args.max_concurrent}: expected a positive integer")
@@ -404,7 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     status, outcome = "FAILED", None
     try:
         tuner = build_tuner(
-            state, specs, restore=args.resume, max_concurrent=args.max_concurrent, retry_failed=args.retry_failed
+            state,
+            specs,
+            restore=args.resume,
+            max_concurrent=args.max_concurrent,
+            retry_failed=args.retry_failed,
+            hook_factories=hook_factories,
         )
         results = tuner.fit()
         outcome = trial_outcome(results, specs)
@@ -456,7 +463,7 @@ def _generate_synthetic(flat_cfg: dict) -> None:
     """Make the generated dataset once in the driver (trials would race to create it)."""
     from oimnet.config import load_config
     from oimnet.data import ensure_synthetic
-    from oimnet.engine.trainer import synth_kwargs
+    from oimnet.engine.run_setup import synth_kwargs
 
     cfg = load_config(None, flat_cfg)
     t0 = time.time()

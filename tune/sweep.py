@@ -128,9 +128,19 @@ def _trial_name(trial) -> str:
 
 
 def build_tuner(
-    state: SweepState, specs: dict[str, dict], *, restore: bool, max_concurrent: int | None, retry_failed: bool = False
+    state: SweepState,
+    specs: dict[str, dict],
+    *,
+    restore: bool,
+    max_concurrent: int | None,
+    retry_failed: bool = False,
+    hook_factories: tuple = (),
 ):
-    """A Tuner over the trial keys (fresh, or ``Tuner.restore`` of exp_dir)."""
+    """A Tuner over the trial keys (fresh, or ``Tuner.restore`` of exp_dir).
+
+    ``hook_factories``: callables returning training hooks, passed to every
+    trial (see :func:`tune.trainable.run_trial`); picklable by Ray.
+    """
     import ray.cloudpickle
     from ray import tune
 
@@ -144,6 +154,7 @@ def build_tuner(
         tracking_uri=state.tracking_uri,
         parent_run_id=state.parent_run_id,
         env=state.env,
+        hook_factories=tuple(hook_factories),
     )
     fn = tune.with_resources(fn, state.resources)
     exp_dir = Path(state.exp_dir)

@@ -1,8 +1,11 @@
 """Training checkpoints: the release's layout plus what exact resumption needs.
 
-Layout (a ``torch.save`` dict): "model", "optimizer", "lr_scheduler", "epoch"
-(as the release) and ours: "scaler", "rng", "config" (merged YAML),
-"global_step", "seed", "mlflow_run_id". Files are written to a temporary name
+Layout (a ``torch.save`` dict of tensors and plain values, so it loads with
+``weights_only=True``): "model", "optimizer", "lr_scheduler", "epoch" (as the
+release) and ours: "scaler", "config" (merged YAML), "global_step", "seed",
+"metrics" (the latest evaluation's scalars), "mlflow_run_id" (when tracked).
+No RNG state: every epoch reseeds from (seed, epoch), which is what makes a
+resumed run exact. Files are written to a temporary name
 and renamed, so an interrupted save never leaves a truncated checkpoint.
 """
 
@@ -36,25 +39,35 @@ def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def find_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint with the highest epoch in output_dir, or None."""
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch a checkpoint file name says (``epoch_007.pth`` -> 7), or None for other names."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The run's epoch checkpoints in output_dir, oldest epoch first ([] if none or no folder)."""
     d = Path(output_dir)
     if not d.is_dir():
-        return None
-    best = None
-    for p in d.iterdir():
-        m = _NAME.match(p.name)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), p)
-    return best[1] if best else None
+        return []
+    found = [(e, p) for p in d.iterdir() if (e := checkpoint_epoch(p)) is not None]
+    return [p for _, p in sorted(found)]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load one of our training checkpoints (it holds RNG states, hence not weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+def find_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint with the highest epoch in output_dir, or None."""
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` epoch checkpoints."""
+    for p in list_checkpoints(output_dir)[:-keep]:
+        p.unlink(missing_ok=True)
+
+
+def remove_checkpoints_after(output_dir: str | os.PathLike, epoch: int) -> None:
+    """Delete the epoch checkpoints of epochs later than ``epoch``."""
+    for p in list_checkpoints(output_dir):
+        if checkpoint_epoch(p) > epoch:
+            p.unlink()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from oimnet.engine.device import select_device
+
 log = logging.getLogger("oimnet")
 
 # Scalar metrics copied from an evaluation into MLflow and the Ray report.
@@ -44,16 +46,22 @@ def load_eval_records(cfg):
 
 
 @torch.no_grad()
-def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final") -> dict:
+def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final", use_gt: bool = False) -> dict:
     """Run the model over gallery and query, score the protocol, write files.
 
     Writes ``eval_cache.pth`` (the release's cache format) and
     ``results_<tag>.json`` (+ ``results.json``, the latest) in out_dir.
+    ``use_gt``: gallery boxes are the ground truth (as EVAL_USE_GT True); the
+    files are then ``eval_cache_gt.pth`` and ``results_<tag>.json`` only, so
+    ``results.json`` stays the detector's result.
     Returns the full result dict (scalars + per-query top-10).
     """
     from oimnet.eval import evaluate_cache, save_cache, write_results_json
     from oimnet.models.inference import compute_eval_cache
 
+    if use_gt:
+        cfg = cfg.copy()
+        cfg.EVAL_USE_GT = True
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -62,10 +70,59 @@ def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final") 
         cache = compute_eval_cache(model, cfg, device)
     finally:
         model.train(was_training)
-    save_cache(out_dir / "eval_cache.pth", cache)
+    save_cache(out_dir / ("eval_cache_gt.pth" if use_gt else "eval_cache.pth"), cache)
     gallery, query, protocol = load_eval_records(cfg)
     result = evaluate_cache(cfg, cache, gallery, query, protocol)
     write_results_json(out_dir / f"results_{tag}.json", result)
-    write_results_json(out_dir / "results.json", result)
+    if not use_gt:
+        write_results_json(out_dir / "results.json", result)
     log.info("evaluation (%s): %s", tag, json.dumps({k: round(v, 4) for k, v in scalar_metrics(result).items()}))
     return result
+
+
+def evaluate_checkpoint(cfg, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict:
+    """`--eval --ckpt`: load our or the release's checkpoint and evaluate it (an MLflow run "eval-<name>")."""
+    from oimnet.engine.run_setup import prepare_config, setup_logging
+    from oimnet.models import model_from_checkpoint, read_checkpoint
+
+    cfg = prepare_config(cfg)
+    out = Path(cfg.OUTPUT_DIR)
+    handler = setup_logging(out)
+    run, exc = None, None
+    try:
+        device = select_device(cfg)
+        path = Path(ckpt_path)
+        obj = read_checkpoint(str(path))
+        model, report = model_from_checkpoint(cfg, str(path), checkpoint=obj)
+        log.info("loaded %s (%s)", path, report)
+        model.to(device)
+        if log_to_mlflow:
+            run = _start_eval_run(cfg, path, device, tracking_uri)
+        result = evaluate_model(model, cfg, device, out, tag="eval")
+        if run:
+            run.log_metrics(scalar_metrics(result), step=int(obj.get("epoch", 0)) if isinstance(obj, dict) else 0)
+            run.log_artifact(out / "results.json")
+        return result
+    except BaseException as e:
+        exc = e
+        raise
+    finally:
+        if run:
+            from oimnet.engine.mlflow_hook import end_state
+
+            run.end(end_state(exc))
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _start_eval_run(cfg, path: Path, device, tracking_uri):
+    from oimnet.config import flatten
+    from oimnet.engine.device import device_description
+    from oimnet.engine.tracking import RunLogger, reproducibility_tags, resolve_tracking_uri
+
+    run = RunLogger.start(
+        resolve_tracking_uri(tracking_uri), cfg.MLFLOW.EXPERIMENT, run_name=cfg.MLFLOW.RUN_NAME or f"eval-{path.stem}"
+    )
+    run.log_params({**flatten(cfg), "CKPT": str(path.resolve())})
+    run.set_tags({**reproducibility_tags(device_description(device), int(cfg.SEED)), "mode": "eval"})
+    return run

@@ -1,4 +1,4 @@
-"""Seeds and RNG states: what makes a run and its resumption repeatable."""
+"""Seeds: what makes a run and its resumption repeatable (no RNG state is saved; epochs reseed)."""
 
 from __future__ import annotations
 
@@ -25,22 +25,3 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch. Every epoch reseeds all RNGs from (seed, epoch), so a
     run resumed after epoch k draws exactly what the uninterrupted run drew."""
     return (int(seed) * 100003 + int(epoch) * 7919) % (2**31 - 1)
-
-
-def rng_state() -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,160 @@
+"""Hooks: everything around the training loop that is not the loop itself.
+
+A hook subclasses :class:`HookBase` and overrides the stages it needs. The
+:class:`~oimnet.engine.loop.Trainer` calls, in registration order::
+
+    before_train
+    for each epoch:   before_epoch
+        for each step:    before_step   (trainer.step_output is the previous step's)
+                          -- the step strategy runs: forward, backward, optimizer --
+                          after_step    (trainer.step_output, trainer.global_step updated)
+                      after_epoch       (trainer.epoch_metrics filled by earlier hooks)
+    after_train       (always, also after an exception)
+    on_exception(e)   (before after_train, when the loop raised e)
+
+A hook reaches everything through ``self.trainer`` (set on registration):
+model, optimizer, scheduler, cfg, out_dir, epoch, global_step, metrics, and
+``rank`` / ``is_main`` (only the main process, rank 0, writes files and
+tracking records; a run has one process today).
+
+This module holds the hooks every run has (LR schedule, train-loss
+statistics, checkpoints, evaluation). The MLflow hook lives in
+:mod:`oimnet.engine.mlflow_hook` (the only engine module importing MLflow),
+the Ray Tune hook in ``tune/trainable.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from oimnet.engine.checkpointing import checkpoint_path, save_atomic
+
+if TYPE_CHECKING:
+    from oimnet.engine.loop import Trainer
+
+log = logging.getLogger("oimnet")
+
+
+class HookBase:
+    """A no-op at every stage; subclasses override what they need."""
+
+    trainer: Trainer
+
+    def before_train(self) -> None:
+        pass
+
+    def before_epoch(self) -> None:
+        pass
+
+    def before_step(self) -> None:
+        pass
+
+    def after_step(self) -> None:
+        pass
+
+    def after_epoch(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+    def on_exception(self, exc: BaseException) -> None:
+        """The loop raised ``exc`` (it is re-raised after every hook has seen it)."""
+
+
+class LRScheduleHook(HookBase):
+    """Steps the per-iteration LR scheduler after every optimizer step."""
+
+    def after_step(self) -> None:
+        self.trainer.scheduler.step()
+
+
+class TrainStatsHook(HookBase):
+    """Loss statistics of the training steps.
+
+    - every ``period`` steps: the mean of each loss term over the window, plus
+      ``lr``, in ``trainer.step_metrics`` (None at other steps) and the log;
+    - after each epoch: ``train_<term>`` means over the epoch and
+      ``epoch_time_s`` (training time only) in ``trainer.epoch_metrics``.
+    """
+
+    def __init__(self, period: int):
+        self.period = max(1, int(period))
+
+    def before_epoch(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._window: dict[str, list[float]] = {}
+        self._n = 0
+        self._t0 = time.time()
+
+    def after_step(self) -> None:
+        t = self.trainer
+        t.step_metrics = None
+        self._n += 1
+        for k, v in t.step_output.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+            self._window.setdefault(k, []).append(v)
+        if t.global_step % self.period == 0:
+            avg = {k: float(np.mean(v)) for k, v in self._window.items()}
+            avg["lr"] = t.lr
+            t.step_metrics = avg
+            log.info(
+                "step %d epoch %d: %s", t.global_step, t.epoch + 1, " ".join(f"{k}={v:.4f}" for k, v in avg.items())
+            )
+            self._window = {}
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        t.epoch_metrics.update({f"train_{k}": v / max(self._n, 1) for k, v in self._sums.items()})
+        t.epoch_metrics["epoch_time_s"] = time.time() - self._t0
+
+
+class CheckpointHook(HookBase):
+    """Every ``period`` epochs and after the last: ``OUTPUT_DIR/epoch_XXX.pth``
+    (atomic write, main process only); its path in ``trainer.epoch_checkpoint``."""
+
+    def __init__(self, period: int):
+        self.period = int(period)
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        t.epoch_checkpoint = None
+        done = t.epoch + 1
+        if not t.is_main or not (done % self.period == 0 or done == t.max_epochs):
+            return
+        t.epoch_checkpoint = save_atomic(t.checkpoint_state(), checkpoint_path(t.out_dir, done))
+        log.info("checkpoint %s", t.epoch_checkpoint)
+
+
+class EvalHook(HookBase):
+    """Every ``period`` epochs and after the last: evaluate on the test split.
+
+    The scalar metrics go to ``trainer.metrics`` (the run's latest result,
+    returned by ``train_run``) and ``trainer.epoch_metrics``. With
+    ``use_gt_at_end`` the last epoch is also evaluated with the ground-truth
+    boxes, adding ``mAP_gt`` and ``top1_gt``.
+    """
+
+    def __init__(self, period: int, use_gt_at_end: bool = False):
+        self.period = int(period)
+        self.use_gt_at_end = bool(use_gt_at_end)
+
+    def after_epoch(self) -> None:
+        from oimnet.engine.evaluation import evaluate_model, scalar_metrics
+
+        t = self.trainer
+        done = t.epoch + 1
+        last = done == t.max_epochs
+        if not t.is_main or not (done % self.period == 0 or last):
+            return
+        result = evaluate_model(t.model, t.cfg, t.device, t.out_dir, tag=f"epoch{done:03d}")
+        metrics = scalar_metrics(result)
+        if last and self.use_gt_at_end:
+            gt = evaluate_model(t.model, t.cfg, t.device, t.out_dir, tag=f"epoch{done:03d}_gt", use_gt=True)
+            metrics.update({f"{k}_gt": v for k, v in scalar_metrics(gt).items() if k in ("mAP", "top1")})
+        t.metrics = metrics
+        t.epoch_metrics.update(metrics)
