@@ -1,8 +1,11 @@
 """One configuration schema: the authors' keys, their defaults, and ours.
 
-The schema is an OmegaConf structured config. Every key of the released YAML
-files exists here under the same name, nesting and default (see
-``shared/spec/config-keys.md``); keys this project adds are marked "ours".
+The schema is an OmegaConf structured config. Every key of the authors'
+released YAML files exists here under the same name, nesting and default
+(their configs load unchanged); keys this project adds are marked "ours".
+Each key carries a one-line meaning and its checks (choices, numeric range)
+in the schema itself; keys the release carries but nothing reads are marked
+``unused`` and warn when set. :func:`validate` is the one validator.
 
 Loading order: schema defaults <- ``--cfg FILE`` <- command-line overrides.
 Overrides come either as upstream-style pairs (``KEY VALUE``) or as
@@ -14,17 +17,25 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from oimnet.constants import DATASETS, LOSS_TYPES, NORM_TYPES
+
 __all__ = [
     "ConfigError",
+    "ConfigWarning",
     "CHOICES",
+    "RANGES",
+    "UNUSED",
+    "DOCS",
+    "validate",
     "get_default_config",
     "load_config",
     "merge_overrides",
@@ -40,96 +51,141 @@ class ConfigError(ValueError):
 
 
 # ----------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Range:
+    """Allowed numeric values: low <= v (low < v when ``low_open``) and v <= high; None = unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self, is_int: bool) -> str:
+        if is_int and self.low == 1 and self.high is None and not self.low_open:
+            return "a positive integer"
+        kind = "an integer" if is_int else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '>='} {self.low}"
+        return f"{kind} in {'(' if self.low_open else '['}{float(self.low)}, {float(self.high)}]"
+
+
+POSITIVE = Range(low=1)  # integers >= 1
+NON_NEGATIVE = Range(low=0)
+ABOVE_ZERO = Range(low=0, low_open=True)
+FRACTION = Range(low=0, high=1)
+
+
+def key(default, doc: str, *, choices: tuple | None = None, range: Range | None = None, unused: str = ""):
+    """A schema field with its one-line meaning and its checks.
+
+    ``choices``: the allowed values; ``range``: allowed numbers; ``unused``: why
+    nothing reads this key (the release's configs carry it, so it is accepted,
+    but setting it to something other than the default warns).
+    """
+    meta = {"doc": doc, "choices": choices, "range": range, "unused": unused}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class SynthCfg:
     """Ours: settings of the generated person-search world (dataset "synthetic")."""
 
-    SEED: int = 0
-    IDENTITIES: int = 0  # 0: the generator's default
-    FRAMES: int = 0  # 0: the generator's default
-    SIZE: str = ""  # "WxH"; "": the generator's default
+    SEED: int = key(0, "seed of the generated world")
+    IDENTITIES: int = key(0, "identities in the world; 0: the generator's default", range=NON_NEGATIVE)
+    FRAMES: int = key(0, "frames (images) in the world; 0: the generator's default", range=NON_NEGATIVE)
+    SIZE: str = key("", 'frame size "WxH"; "": the generator\'s default')
 
 
 @dataclass
 class InputCfg:
-    DATASET: str = "CUHK-SYSU"
-    DATA_ROOT: str = "/workspace/dataset/CUHK-SYSU"
-    MIN_SIZE: int = 900
-    MAX_SIZE: int = 1500
-    BATCH_SIZE_TRAIN: int = 5
-    BATCH_SIZE_TEST: int = 1
-    NUM_WORKERS_TRAIN: int = 8
-    NUM_WORKERS_TEST: int = 1
+    DATASET: str = key("CUHK-SYSU", "which dataset", choices=DATASETS)
+    DATA_ROOT: str = key("/workspace/dataset/CUHK-SYSU", "dataset root folder")
+    MIN_SIZE: int = key(900, "shorter image side after resizing, pixels", range=POSITIVE)
+    MAX_SIZE: int = key(1500, "cap on the longer image side after resizing, pixels", range=POSITIVE)
+    BATCH_SIZE_TRAIN: int = key(5, "images per training step", range=POSITIVE)
+    BATCH_SIZE_TEST: int = key(1, "images per inference batch", range=POSITIVE)
+    NUM_WORKERS_TRAIN: int = key(8, "data-loading worker processes for training", range=NON_NEGATIVE)
+    NUM_WORKERS_TEST: int = key(1, "data-loading worker processes for evaluation", range=NON_NEGATIVE)
     SYNTH: SynthCfg = field(default_factory=SynthCfg)
 
 
 @dataclass
 class SolverCfg:
-    MAX_EPOCHS: int = 20
-    BASE_LR: float = 0.003
-    WARMUP_FACTOR: float = 0.001
-    LR_DECAY_MILESTONES: list[int] = field(default_factory=lambda: [16])
-    GAMMA: float = 0.1
-    WEIGHT_DECAY: float = 0.0005
-    SGD_MOMENTUM: float = 0.9
-    LW_RPN_REG: float = 1.0
-    LW_RPN_CLS: float = 1.0
-    LW_PROPOSAL_REG: float = 10.0
-    LW_PROPOSAL_CLS: float = 1.0
-    LW_BOX_REG: float = 1.0
-    LW_BOX_CLS: float = 1.0
-    LW_BOX_REID: float = 1.0
-    CLIP_GRADIENTS: float = 10.0
-    AMP: bool = True  # ours: autocast + GradScaler, used only on CUDA
+    MAX_EPOCHS: int = key(20, "training epochs", range=POSITIVE)
+    BASE_LR: float = key(0.003, "SGD learning rate after warm-up", range=ABOVE_ZERO)
+    WARMUP_FACTOR: float = key(
+        0.001, "LR factor at the first step, rising linearly to 1 over epoch 1", range=Range(0, 1, True)
+    )
+    LR_DECAY_MILESTONES: list[int] = key([16], "epochs (0-based) from which the LR is multiplied by GAMMA once more")
+    GAMMA: float = key(0.1, "LR decay factor at each milestone", range=ABOVE_ZERO)
+    WEIGHT_DECAY: float = key(0.0005, "SGD weight decay", range=NON_NEGATIVE)
+    SGD_MOMENTUM: float = key(0.9, "SGD momentum", range=FRACTION)
+    LW_RPN_REG: float = key(1.0, "weight of the RPN box-regression loss", range=NON_NEGATIVE)
+    LW_RPN_CLS: float = key(1.0, "weight of the RPN objectness loss", range=NON_NEGATIVE)
+    LW_PROPOSAL_REG: float = key(10.0, "weight of the RoI box-regression loss", range=NON_NEGATIVE)
+    LW_PROPOSAL_CLS: float = key(1.0, "weight of the RoI person/background loss", range=NON_NEGATIVE)
+    LW_BOX_REG: float = key(1.0, "(release) box-regression weight", unused="the RoI regression is LW_PROPOSAL_REG")
+    LW_BOX_CLS: float = key(1.0, "(release) box-classification weight", unused="the RoI classifier is LW_PROPOSAL_CLS")
+    LW_BOX_REID: float = key(1.0, "weight of the re-id (OIM/LOIM) loss", range=NON_NEGATIVE)
+    CLIP_GRADIENTS: float = key(10.0, "max gradient norm; <= 0 disables clipping")
+    AMP: bool = key(True, "ours: float16 autocast + gradient scaling, used only on CUDA")
 
 
 @dataclass
 class BackboneCfg:
     """Ours: which ResNet, and where its ImageNet weights lie."""
 
-    NAME: str = "resnet50"
-    WEIGHTS: str = ""  # local torchvision-format state dict; "" = random init
+    NAME: str = key("resnet50", "backbone network", choices=("resnet50", "resnet34", "resnet18", "tiny"))
+    WEIGHTS: str = key("", 'local torchvision-format state dict of the backbone; "": random init')
 
 
 @dataclass
 class RPNCfg:
-    NMS_THRESH: float = 0.7
-    BATCH_SIZE_TRAIN: int = 256
-    POS_FRAC_TRAIN: float = 0.5
-    POS_THRESH_TRAIN: float = 0.7
-    NEG_THRESH_TRAIN: float = 0.3
-    PRE_NMS_TOPN_TRAIN: int = 12000
-    PRE_NMS_TOPN_TEST: int = 6000
-    POST_NMS_TOPN_TRAIN: int = 2000
-    POST_NMS_TOPN_TEST: int = 300
-    # ours: anchor side lengths in pixels as torchvision's AnchorGenerator reads
-    # them. The release passes (8, 16, 32) there; its checkpoints need this default.
-    ANCHOR_SIZES: list[int] = field(default_factory=lambda: [8, 16, 32])
-    ASPECT_RATIOS: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    NMS_THRESH: float = key(0.7, "IoU of the RPN's non-maximum suppression", range=FRACTION)
+    BATCH_SIZE_TRAIN: int = key(256, "anchors sampled per image for the RPN loss", range=POSITIVE)
+    POS_FRAC_TRAIN: float = key(0.5, "fraction of positives among the sampled anchors", range=FRACTION)
+    POS_THRESH_TRAIN: float = key(0.7, "anchor IoU from which an anchor is positive", range=FRACTION)
+    NEG_THRESH_TRAIN: float = key(0.3, "anchor IoU below which an anchor is negative", range=FRACTION)
+    PRE_NMS_TOPN_TRAIN: int = key(12000, "proposals kept before NMS, training", range=POSITIVE)
+    PRE_NMS_TOPN_TEST: int = key(6000, "proposals kept before NMS, inference", range=POSITIVE)
+    POST_NMS_TOPN_TRAIN: int = key(2000, "proposals kept after NMS, training", range=POSITIVE)
+    POST_NMS_TOPN_TEST: int = key(300, "proposals kept after NMS, inference", range=POSITIVE)
+    # The release passes (8, 16, 32) to torchvision's AnchorGenerator; its checkpoints need this default.
+    ANCHOR_SIZES: list[int] = key([8, 16, 32], "ours: anchor side lengths in pixels (torchvision AnchorGenerator)")
+    ASPECT_RATIOS: list[float] = key([0.5, 1.0, 2.0], "ours: anchor aspect ratios (height / width)")
 
 
 @dataclass
 class RoIHeadCfg:
-    BN_NECK: bool = True
-    NORM_TYPE: str = "none"
-    BATCH_SIZE_TRAIN: int = 128
-    POS_FRAC_TRAIN: float = 0.5
-    POS_THRESH_TRAIN: float = 0.5
-    NEG_THRESH_TRAIN: float = 0.5
-    SCORE_THRESH_TEST: float = 0.5
-    NMS_THRESH_TEST: float = 0.4
-    DETECTIONS_PER_IMAGE_TEST: int = 300
-    AUGMENT: bool = False
+    BN_NECK: bool = key(True, "(release) BN neck of the embedding", unused="the embedding head always has it")
+    NORM_TYPE: str = key(
+        "none", "normalisation of the embedding: none (OIMNet), batchnorm, protonorm (OIMNet++)", choices=NORM_TYPES
+    )
+    BATCH_SIZE_TRAIN: int = key(128, "RoIs sampled per image for the RoI losses", range=POSITIVE)
+    POS_FRAC_TRAIN: float = key(0.5, "fraction of positives among the sampled RoIs", range=FRACTION)
+    POS_THRESH_TRAIN: float = key(0.5, "RoI IoU from which a RoI is a person", range=FRACTION)
+    NEG_THRESH_TRAIN: float = key(0.5, "RoI IoU below which a RoI is background", range=FRACTION)
+    SCORE_THRESH_TEST: float = key(0.5, "detections below this person score are dropped", range=FRACTION)
+    NMS_THRESH_TEST: float = key(0.4, "IoU of the detections' non-maximum suppression", range=FRACTION)
+    DETECTIONS_PER_IMAGE_TEST: int = key(300, "detections kept per image", range=POSITIVE)
+    AUGMENT: bool = key(False, "RoI augmentation (OIMNet+++)")
 
 
 @dataclass
 class LossCfg:
-    TYPE: str = "OIM"
-    LUT_SIZE: int = 5532
-    CQ_SIZE: int = 5000
-    OIM_MOMENTUM: float = 0.5
-    OIM_SCALAR: float = 30.0
-    OIM_EPS: float = 0.1
+    TYPE: str = key("OIM", "re-id loss: OIM, or LOIM (IoU-weighted memory update)", choices=LOSS_TYPES)
+    LUT_SIZE: int = key(5532, "labeled identities the lookup table holds (>= the training identities)", range=POSITIVE)
+    CQ_SIZE: int = key(5000, "unlabeled features the circular queue holds", range=POSITIVE)
+    OIM_MOMENTUM: float = key(0.5, "momentum of the lookup-table update", range=FRACTION)
+    OIM_SCALAR: float = key(30.0, "inverse temperature of the OIM softmax", range=ABOVE_ZERO)
+    # The LOIM update weight is clamp(IoU, 0.7, 1 - eps): eps above 0.3 would empty that interval.
+    OIM_EPS: float = key(0.1, "LOIM: 1 - eps caps the IoU used as update weight", range=Range(0.0, 0.3))
 
 
 @dataclass
@@ -144,9 +200,9 @@ class ModelCfg:
 class MlflowCfg:
     """Ours: experiment tracking."""
 
-    EXPERIMENT: str = "oimnet"
-    RUN_NAME: str = ""
-    LOG_CHECKPOINT: bool = True  # upload the last checkpoint as an artifact
+    EXPERIMENT: str = key("oimnet", "MLflow experiment name")
+    RUN_NAME: str = key("", 'MLflow run name; "": the OUTPUT_DIR folder name')
+    LOG_CHECKPOINT: bool = key(True, "upload the last checkpoint as an artifact")
 
 
 @dataclass
@@ -154,50 +210,44 @@ class Config:
     INPUT: InputCfg = field(default_factory=InputCfg)
     SOLVER: SolverCfg = field(default_factory=SolverCfg)
     MODEL: ModelCfg = field(default_factory=ModelCfg)
-    EVAL_PERIOD: int = 5
-    EVAL_USE_GT: bool = False
-    EVAL_USE_CACHE: bool = False
-    EVAL_USE_CBGM: bool = False
-    EVAL_GALLERY_SIZE: int = 100  # ours: CUHK-SYSU gallery size, -1 = full set
-    CKPT_PERIOD: int = 20
-    DISP_PERIOD: int = 1000
-    TF_BOARD: bool = False
-    DEVICE: str = "cuda"
-    NVIDIA_DEVICE: int = 0
-    SEED: int = 1
-    OUTPUT_DIR: str = "./output"
+    EVAL_PERIOD: int = key(5, "evaluate every this many epochs (and after the last)", range=POSITIVE)
+    EVAL_USE_GT: bool = key(False, "evaluate with the ground-truth gallery boxes instead of detections")
+    EVAL_USE_CACHE: bool = key(
+        False, "(release) re-score a saved eval cache", unused="use `python -m oimnet.evaluate --cache PATH`"
+    )
+    EVAL_USE_CBGM: bool = key(False, "context bipartite graph matching when scoring")
+    EVAL_GALLERY_SIZE: int = key(
+        100, "ours: CUHK-SYSU gallery size, -1 = the full set", choices=(50, 100, 500, 1000, 2000, 4000, -1)
+    )
+    CKPT_PERIOD: int = key(20, "write a checkpoint every this many epochs (and after the last)", range=POSITIVE)
+    DISP_PERIOD: int = key(1000, "log the loss window means every this many steps", range=POSITIVE)
+    TF_BOARD: bool = key(False, "(release) TensorBoard logging", unused="runs are tracked in MLflow")
+    DEVICE: str = key("cuda", "cuda (falls back to the CPU with a warning when none) or cpu")
+    NVIDIA_DEVICE: int = key(0, "CUDA device index", range=NON_NEGATIVE)
+    SEED: int = key(1, "random seed; negative: pick one (it is logged)")
+    OUTPUT_DIR: str = key("./output", "checkpoints, logs and results of the run")
     MLFLOW: MlflowCfg = field(default_factory=MlflowCfg)
 
 
-# Keys whose value must be one of a fixed set.
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "INPUT.DATASET": ("CUHK-SYSU", "PRW", "synthetic"),
-    "MODEL.ROI_HEAD.NORM_TYPE": ("none", "batchnorm", "protonorm"),
-    "MODEL.LOSS.TYPE": ("OIM", "LOIM"),
-    "MODEL.BACKBONE.NAME": ("resnet50", "resnet34", "resnet18", "tiny"),
-    "EVAL_GALLERY_SIZE": (50, 100, 500, 1000, 2000, 4000, -1),
-}
+def schema_fields(cls=Config, prefix: str = ""):
+    """(dotted key, dataclasses.Field) of every leaf of the schema, in order."""
+    for f in fields(cls):
+        if is_dataclass(f.default_factory):  # a section
+            yield from schema_fields(f.default_factory, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f
 
-# Numeric keys that must lie in a range: key -> (low, high, inclusive-text).
-_RANGES: dict[str, tuple[float, float]] = {
-    "MODEL.LOSS.OIM_EPS": (0.0, 0.3),
-    "MODEL.LOSS.OIM_MOMENTUM": (0.0, 1.0),
-    "MODEL.RPN.POS_FRAC_TRAIN": (0.0, 1.0),
-    "MODEL.ROI_HEAD.POS_FRAC_TRAIN": (0.0, 1.0),
-}
 
-_POSITIVE_INT = (
-    "INPUT.MIN_SIZE",
-    "INPUT.MAX_SIZE",
-    "INPUT.BATCH_SIZE_TRAIN",
-    "INPUT.BATCH_SIZE_TEST",
-    "SOLVER.MAX_EPOCHS",
-    "MODEL.LOSS.LUT_SIZE",
-    "MODEL.LOSS.CQ_SIZE",
-    "EVAL_PERIOD",
-    "CKPT_PERIOD",
-    "DISP_PERIOD",
-)
+# Keys whose value must be one of a fixed set (from the schema).
+CHOICES: dict[str, tuple[Any, ...]] = {k: f.metadata["choices"] for k, f in schema_fields() if f.metadata["choices"]}
+RANGES: dict[str, Range] = {k: f.metadata["range"] for k, f in schema_fields() if f.metadata["range"]}
+# Keys the release's configs carry but nothing reads: key -> why.
+UNUSED: dict[str, str] = {k: f.metadata["unused"] for k, f in schema_fields() if f.metadata["unused"]}
+DOCS: dict[str, str] = {k: f.metadata["doc"] for k, f in schema_fields()}
+
+
+class ConfigWarning(UserWarning):
+    """A config sets a key that nothing reads."""
 
 
 def get_default_config() -> DictConfig:
@@ -260,13 +310,6 @@ def _unknown_key_message(key: str, where: str = "") -> str:
         close = by_last[:1]
     hint = f"; did you mean {close[0]}?" if close else "; see `--print-config` for all keys"
     return f"{where}{key}: unknown key{hint}"
-
-
-def _strip_quotes(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
 
 
 def _parse_value(text: str) -> Any:
@@ -333,25 +376,37 @@ def _merge_mapping(cfg: DictConfig, data: dict, where: str, prefix: str = "") ->
 
 
 def validate(cfg: DictConfig, where: str = "") -> DictConfig:
-    """Check choices and ranges that types alone do not express."""
-    for key, choices in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+    """The one check of a merged config: the schema's choices and ranges, and MAX_SIZE >= MIN_SIZE.
+
+    Types are OmegaConf's job (at merge time); the code that reads a key
+    (the loss, the model, the loop) trusts what passes here.
+    """
+    for key_, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key_)
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
-            raise ConfigError(f"{where}{key}: invalid value {value!r}; expected one of: {allowed}")
-    for key, (lo, hi) in _RANGES.items():
-        value = OmegaConf.select(cfg, key)
-        if not lo <= value <= hi:
-            raise ConfigError(f"{where}{key}: invalid value {value!r}; expected a number in [{lo}, {hi}]")
-    for key in _POSITIVE_INT:
-        value = OmegaConf.select(cfg, key)
-        if value <= 0:
-            raise ConfigError(f"{where}{key}: invalid value {value!r}; expected a positive integer")
+            raise ConfigError(f"{where}{key_}: invalid value {value!r}; expected one of: {allowed}")
+    for key_, allowed in RANGES.items():
+        value = OmegaConf.select(cfg, key_)
+        if value not in allowed:
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            raise ConfigError(f"{where}{key_}: invalid value {value!r}; expected {allowed.describe(is_int)}")
     if cfg.INPUT.MAX_SIZE < cfg.INPUT.MIN_SIZE:
         raise ConfigError(
             f"{where}INPUT.MAX_SIZE: invalid value {cfg.INPUT.MAX_SIZE!r}; expected >= INPUT.MIN_SIZE ({cfg.INPUT.MIN_SIZE})"
         )
     return cfg
+
+
+def warn_unused(cfg: DictConfig) -> list[str]:
+    """Warn (ConfigWarning) for every key nothing reads that is set away from its default; their names."""
+    defaults = get_default_config()
+    set_keys = [k for k in UNUSED if OmegaConf.select(cfg, k) != OmegaConf.select(defaults, k)]
+    for k in set_keys:
+        warnings.warn(
+            f"{k} = {OmegaConf.select(cfg, k)!r} has no effect: nothing reads it ({UNUSED[k]})", ConfigWarning, 2
+        )
+    return set_keys
 
 
 def parse_overrides(opts: Sequence[str]) -> list[tuple[str, Any]]:
@@ -434,4 +489,5 @@ def load_config(
         validate(cfg, where=f"{cfg_file}: ")
     merge_overrides(cfg, overrides)
     validate(cfg)
+    warn_unused(cfg)
     return cfg

@@ -253,3 +253,29 @@ def test_cli_print_config_and_usage_errors():
     assert r.returncode == 2 and "no/such.yaml: config file not found" in r.stderr
     r = _cli("--help")
     assert r.returncode == 0 and "--resume" in r.stdout and "OIMNet+++" in r.stdout
+
+
+def test_every_key_has_a_one_line_meaning_and_ranges_name_the_key():
+    from oimnet.config import DOCS
+
+    assert set(DOCS) == set(all_keys()) and all(d and "\n" not in d for d in DOCS.values())
+    for opts, message in [
+        (["SOLVER.BASE_LR", "-0.01"], "SOLVER.BASE_LR: invalid value -0.01; expected a number > 0"),
+        (["SOLVER.BASE_LR", "0"], "SOLVER.BASE_LR: invalid value 0.0; expected a number > 0"),
+        (["MODEL.LOSS.OIM_EPS", "0.31"], "MODEL.LOSS.OIM_EPS: invalid value 0.31; expected a number in [0.0, 0.3]"),
+        (["SOLVER.SGD_MOMENTUM", "1.5"], "SOLVER.SGD_MOMENTUM: invalid value 1.5; expected a number in [0.0, 1.0]"),
+        (["CKPT_PERIOD", "0"], "CKPT_PERIOD: invalid value 0; expected a positive integer"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            load_config(None, opts)
+        assert message in str(e.value), (opts, str(e.value))
+    assert load_config(None, ["MODEL.LOSS.OIM_EPS", "0.3"]).MODEL.LOSS.OIM_EPS == 0.3
+
+
+def test_setting_a_key_nothing_reads_warns(recwarn):
+    from oimnet.config import ConfigWarning
+
+    load_config(None, ["TF_BOARD", "False", "SOLVER.LW_BOX_REG", "1.0"])  # the defaults: silent
+    assert not [w for w in recwarn if issubclass(w.category, ConfigWarning)]
+    with pytest.warns(ConfigWarning, match=r"TF_BOARD = True has no effect: nothing reads it"):
+        load_config(None, ["TF_BOARD", "True"])

@@ -8,27 +8,15 @@ from pathlib import Path
 
 import torch
 
+from oimnet.constants import SCALAR_METRICS
 from oimnet.engine.device import select_device
 
 log = logging.getLogger("oimnet")
 
-# Scalar metrics copied from an evaluation into MLflow and the Ray report.
-SCALAR_KEYS = (
-    "mAP",
-    "top1",
-    "top5",
-    "top10",
-    "det_ap",
-    "det_recall",
-    "det_ap_labeled",
-    "det_recall_labeled",
-    "mAP_multiview",
-    "top1_multiview",
-)
-
 
 def scalar_metrics(result: dict) -> dict[str, float]:
-    return {k: float(result[k]) for k in SCALAR_KEYS if k in result and result[k] is not None}
+    """The scalar metrics (oimnet.constants.SCALAR_METRICS) an evaluation result holds, as floats."""
+    return {k: float(result[k]) for k in SCALAR_METRICS if k in result and result[k] is not None}
 
 
 def load_eval_records(cfg):

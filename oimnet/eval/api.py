@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from omegaconf import OmegaConf
 
+from oimnet.constants import DATASETS
+
 from .cache import CacheError, normalize_cache
 from .detection import detection_metrics
 from .protocols import cuhk_full_set_task, cuhk_task, has_test_pids, prw_task
@@ -14,7 +16,6 @@ __all__ = ["CBGM_K", "DET_SCORE_FLOOR", "evaluate_cache"]
 
 DET_SCORE_FLOOR = 0.01
 CBGM_K = {"CUHK-SYSU": (10, 3), "PRW": (30, 4)}  # (k1, k2); synthetic follows PRW
-DATASETS = ("CUHK-SYSU", "PRW", "synthetic")
 
 
 def _cfg(cfg, key, default):

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from oimnet.constants import UNLABELED_PID
+
 from .ap import average_precision
 from .boxes import paired_iou
 from .segments import ranges_concat, segment_first_argmax
 
 __all__ = ["UNLABELED_PID", "detection_metrics"]
-
-UNLABELED_PID = 5555
 
 
 def detection_metrics(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from oimnet.constants import UNLABELED_PID
+
 __all__ = ["random_world", "random_cache", "random_cuhk_protocol"]
 
-UNLABELED = 5555
+UNLABELED = UNLABELED_PID
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

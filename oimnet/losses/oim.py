@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oimnet.constants import LOSS_TYPES
 from oimnet.distributed import all_gather_rows, gather_counts, get_rank, get_world_size, is_distributed
 from oimnet.losses.memory import push_queue_, round_plan, run_plain_rounds_, run_rounds_
 
 __all__ = ["OIMLoss", "LOSS_TYPES"]
 
-LOSS_TYPES = ("OIM", "LOIM")
 LOIM_MIN_WEIGHT = 0.7  # lower clamp of the IoU used as LOIM update weight
 
 
@@ -59,17 +59,11 @@ class OIMLoss(nn.Module):
         memory_dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
+        # Sizes, OIM_MOMENTUM and OIM_EPS come from a config checked by
+        # oimnet.config.validate (the one validator); only the loss type, which
+        # picks the code path, is checked here.
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"MODEL.LOSS.TYPE {loss_type!r}: expected one of {LOSS_TYPES}")
-        if num_pids < 1 or num_cq_size < 0 or num_features < 1:
-            raise ValueError(
-                f"OIMLoss: num_pids={num_pids} (>= 1), num_cq_size={num_cq_size} (>= 0), "
-                f"num_features={num_features} (>= 1) out of range"
-            )
-        if not 0.0 <= oim_momentum <= 1.0:
-            raise ValueError(f"MODEL.LOSS.OIM_MOMENTUM {oim_momentum}: expected a value in [0, 1]")
-        if not 0.0 <= eps < 1.0 - LOIM_MIN_WEIGHT:
-            raise ValueError(f"MODEL.LOSS.OIM_EPS {eps}: expected a value in [0, {1.0 - LOIM_MIN_WEIGHT})")
         self.num_features = num_features
         self.num_pids = num_pids
         self.num_cq_size = num_cq_size
