@@ -11,7 +11,7 @@ from oimnet.config import ConfigError, all_keys, flatten, get_default_config, lo
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every key of shared/spec/config-keys.md with its documented default.
+# Every key of the authors' released configs with its default (as their YAML files carry them).
 UPSTREAM_DEFAULTS = {
     "INPUT.DATASET": "CUHK-SYSU",
     "INPUT.DATA_ROOT": "/workspace/dataset/CUHK-SYSU",

@@ -31,8 +31,8 @@ VARIANTS = [
 
 @pytest.fixture(scope="module")
 def release_keys() -> dict:
-    # A copy of shared/spec/upstream_checkpoint_keys.json (keys, shapes and
-    # dtypes of the released checkpoints), kept with the tests.
+    # The state-dict keys, shapes and dtypes of the authors' released
+    # checkpoints, per variant, kept with the tests.
     path = Path(__file__).resolve().parent / "data" / "upstream_checkpoint_keys.json"
     return json.loads(path.read_text())["variants"]
 

@@ -1,6 +1,6 @@
 """Person search ranking: mAP and top-k, vectorized over detections.
 
-Protocol (shared/spec/data-formats.md, last section), per query:
+Protocol (the release's search evaluation, as the paper scores it), per query:
 
 * the gallery detections with score >= 0.5 of the query's candidate gallery
   images are ranked by the dot product of their features with the query box
