@@ -31,15 +31,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `analysis` and `oimnet` importable
-    _root = str(Path(__file__).resolve().parents[1])
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        sys.path[0] = _root
-    elif _root not in sys.path:
-        sys.path.insert(0, _root)
-
-from analysis.published import Published, load_published, published_for  # noqa: E402
-from analysis.runs import (  # noqa: E402
+from analysis.published import Published, load_published, published_for
+from analysis.runs import (
     ALL_METRICS,
     METRICS,
     RowSummary,
@@ -48,7 +41,7 @@ from analysis.runs import (  # noqa: E402
     load_runs,
     summarize,
 )
-from analysis.stats import ALPHA, Paired, describe, paired  # noqa: E402
+from analysis.stats import ALPHA, Paired, describe, paired
 
 METRIC_NAMES = {
     "mAP": "mAP",

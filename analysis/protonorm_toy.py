@@ -32,12 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(ROOT))
-
-from oimnet.losses.oim import OIMLoss  # noqa: E402
-from oimnet.models.protonorm import ProtoNorm1d  # noqa: E402
+from oimnet.losses.oim import OIMLoss
+from oimnet.models.protonorm import ProtoNorm1d
 
 VARIANTS = ("l2", "bn", "protonorm")
 TITLES = {"l2": "(a) L2 only", "bn": "(b) BatchNorm + L2", "protonorm": "(c) ProtoNorm + L2"}

@@ -38,7 +38,8 @@ fi
 
 VENV="$ROOT/.venv"
 STAMP="$VENV/.oimnet-setup"
-WANT="$KEY $DEPS $ROOT"
+# pyproject.toml decides what the editable install maps (packages, scripts): a change reinstalls
+WANT="$KEY $DEPS $ROOT $(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "[setup] creating $VENV on top of $DEPS"
     rm -rf "$VENV"

@@ -29,18 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    # Run as a script: import `tune.*` from the project root, and keep this
-    # folder off sys.path (Ray would forward it to workers, where its module
-    # names could shadow others).
-    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-        sys.path[0] = str(_ROOT)
-    elif str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
-
-from tune.grids import GridError, expand, load_grid, parse_set, resolve_grid_path  # noqa: E402
-from tune.sweep import (  # noqa: E402
+from tune.grids import GridError, expand, load_grid, parse_set, resolve_grid_path
+from tune.sweep import (
     MAX_FAILURES,
     SweepState,
     build_tuner,
@@ -54,7 +44,7 @@ from tune.sweep import (  # noqa: E402
     sweep_status,
     trial_outcome,
 )
-from tune.trial_resources import (  # noqa: E402
+from tune.trial_resources import (
     CPU_SECONDS_PER_IMAGE_2CORES,
     TRAIN_IMAGES,
     estimate_cpu_hours,
@@ -64,8 +54,9 @@ from tune.trial_resources import (  # noqa: E402
 )
 
 DATASETS = ("synthetic", "prw", "cuhk")
-DEFAULT_SYNTH_ROOT = _ROOT / "data" / "synthetic-prw"
-DEFAULT_STORAGE = _ROOT / "ray_results"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SYNTH_ROOT = PROJECT_ROOT / "data" / "synthetic-prw"
+DEFAULT_STORAGE = PROJECT_ROOT / "ray_results"
 
 
 def build_parser() -> argparse.ArgumentParser:
