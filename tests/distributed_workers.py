@@ -176,3 +176,85 @@ def gather_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
         result["mismatch_raised"] = torch.tensor("differs across ranks" in str(err))
     assert_same_across_ranks([torch.ones(3), torch.zeros((), dtype=torch.int64)], "same")
     return result
+
+
+# ----------------------------------------------------------------- whole detector
+VARIANTS = {
+    "OIMNet": {"MODEL.LOSS.TYPE": "OIM", "MODEL.ROI_HEAD.NORM_TYPE": "none", "MODEL.ROI_HEAD.AUGMENT": False},
+    "OIMNet++": {"MODEL.LOSS.TYPE": "LOIM", "MODEL.ROI_HEAD.NORM_TYPE": "protonorm", "MODEL.ROI_HEAD.AUGMENT": False},
+    "OIMNet+++": {"MODEL.LOSS.TYPE": "LOIM", "MODEL.ROI_HEAD.NORM_TYPE": "protonorm", "MODEL.ROI_HEAD.AUGMENT": True},
+}
+IMAGES, IMAGES_PER_RANK = 4, 2
+
+
+def tiny_detector_config(variant: str):
+    from oimnet.config import load_config
+
+    overrides = {
+        "MODEL.BACKBONE.NAME": "tiny",
+        "MODEL.LOSS.LUT_SIZE": 10,
+        "MODEL.LOSS.CQ_SIZE": 6,
+        "MODEL.RPN.ANCHOR_SIZES": [32, 64, 128],
+        "MODEL.RPN.BATCH_SIZE_TRAIN": 64,
+        "MODEL.RPN.PRE_NMS_TOPN_TRAIN": 300,
+        "MODEL.RPN.POST_NMS_TOPN_TRAIN": 60,
+        # Fewer RoIs than proposals: every image yields the full quota (see the README on loss means).
+        "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 32,
+    }
+    overrides.update(VARIANTS[variant])
+    return load_config(None, overrides)
+
+
+def detector_batch():
+    """4 images of one size (one padded canvas on any split) with persons drawn at their GT boxes."""
+    g = torch.Generator().manual_seed(7)
+    images, targets = [], []
+    ids = [[3, 5555], [7, 3], [5555, 1], [7, 2]]
+    for i in range(IMAGES):
+        img = torch.rand(3, 128, 160, generator=g) * 0.3
+        x = 8 + 20 * i
+        boxes = torch.tensor([[x, 10.0, x + 40, 110.0], [x + 60, 20.0, x + 100, 120.0]])
+        for x1, y1, x2, y2 in boxes.long().tolist():
+            img[:, y1:y2, x1:x2] = 0.6 + 0.1 * i
+        images.append(img)
+        targets.append({"boxes": boxes, "labels": torch.tensor(ids[i]), "index": i})
+    return images, targets
+
+
+def train_detector(rank: int | None, world: int, variant: str) -> dict[str, torch.Tensor]:
+    """STEPS SGD steps of a tiny detector on this rank's images (``rank`` None: one process, all 4, keyed sampling).
+
+    Returns per step the ranks' mean of every loss term, every parameter's
+    gradient after DDP's reduction, and every buffer after the step.
+    """
+    from oimnet.distributed import all_reduce_sum
+    from oimnet.distributed.ddp import unwrap, wrap_data_parallel
+    from oimnet.models import build_model
+    from oimnet.models.sampling import set_sampling_keys, use_keyed_sampling
+
+    torch.manual_seed(0)
+    model = build_model(tiny_detector_config(variant)).train()
+    model = wrap_data_parallel(model, torch.device("cpu")) if rank is not None else use_keyed_sampling(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)  # the paper's SGD
+    images, targets = detector_batch()
+    mine = range(IMAGES) if rank is None else range(rank * IMAGES_PER_RANK, (rank + 1) * IMAGES_PER_RANK)
+    images, targets = [images[i] for i in mine], [targets[i] for i in mine]
+    out: dict[str, torch.Tensor] = {}
+    for step in range(STEPS):
+        set_sampling_keys(model, seed=1, epoch=0, indices=[t["index"] + IMAGES * step for t in targets])
+        losses = model(images, targets)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        for name, value in losses.items():
+            out[f"{step}/loss/{name}"] = all_reduce_sum(value.detach().clone()) / world
+        for name, p in unwrap(model).named_parameters():
+            if p.grad is not None:
+                out[f"{step}/grad/{name}"] = p.grad.clone()
+        optimizer.step()
+        for name, buf in unwrap(model).named_buffers():
+            out[f"{step}/buf/{name}"] = buf.clone()
+    return out
+
+
+def detector_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
+    return {f"{v}/{k}": t for v in VARIANTS for k, t in train_detector(rank, world, v).items()}

@@ -82,3 +82,26 @@ def test_memory_moves_and_queue_wraps(two_ranks_vs_one):
     assert heads == expected and sum(unlabeled) > dw.CQ_SIZE
     assert not torch.equal(ref["0/buf/loss.lut"], ref["2/buf/loss.lut"])
     assert all(int(res["2/buf/loss.cq_head"]) == heads[-1] for res in ranks)
+
+
+@pytest.fixture(scope="module")
+def detector_two_ranks(tmp_path_factory):
+    return dw.run_on_ranks("detector_worker", 2, tmp_path_factory.mktemp("detector"))
+
+
+@pytest.mark.parametrize("variant", list(dw.VARIANTS))
+def test_detector_steps_on_two_ranks_equal_one_process(variant, detector_two_ranks):
+    """3 SGD steps, 4 images split 2 + 2 under DDP vs one process on all 4: losses, grads, memory, running stats."""
+    ref = dw.train_detector(None, 1, variant)
+    prefix = f"{variant}/"
+    for r, res in enumerate(detector_two_ranks):
+        got = {k[len(prefix) :]: v for k, v in res.items() if k.startswith(prefix)}
+        assert set(got) == set(ref), f"rank {r}: {sorted(set(got) ^ set(ref))[:5]}"
+        for key, want in ref.items():
+            torch.testing.assert_close(got[key], want, **TOL, msg=lambda m, k=key, r=r: f"{variant} rank {r} {k}: {m}")
+    keys = set(ref)
+    assert "2/buf/roi_heads.reid_loss.cq_head" in keys and "2/buf/roi_heads.reid_loss.lut" in keys
+    assert any(k.startswith("2/grad/backbone.") for k in keys) and any("running_var" in k for k in keys)
+    if variant == "OIMNet+++":  # ProtoNorm2d in res5 and ProtoNorm1d on the embedding
+        assert any(k.startswith("2/buf/roi_heads.reid_head.") and k.endswith("running_mean") for k in keys)
+    assert not torch.equal(ref["0/buf/roi_heads.reid_loss.lut"], ref["2/buf/roi_heads.reid_loss.lut"])
