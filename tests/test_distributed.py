@@ -105,3 +105,22 @@ def test_detector_steps_on_two_ranks_equal_one_process(variant, detector_two_ran
     if variant == "OIMNet+++":  # ProtoNorm2d in res5 and ProtoNorm1d on the embedding
         assert any(k.startswith("2/buf/roi_heads.reid_head.") and k.endswith("running_mean") for k in keys)
     assert not torch.equal(ref["0/buf/roi_heads.reid_loss.lut"], ref["2/buf/roi_heads.reid_loss.lut"])
+
+
+def test_epoch_batches_of_two_ranks_are_the_one_process_batches():
+    from oimnet.data import EpochBatchSampler
+    from oimnet.data.records import DatasetError
+
+    indices = list(range(3, 26))
+    one = EpochBatchSampler(indices, 4, seed=5)
+    ranks = [EpochBatchSampler(indices, 2, seed=5, rank=r, world_size=2) for r in range(2)]
+    for epoch in (0, 3):
+        one.set_epoch(epoch)
+        for s in ranks:
+            s.set_epoch(epoch)
+        together = [a + b for a, b in zip(*[list(s) for s in ranks])]
+        assert together == list(one) and len(together) == len(one) == 5
+    with pytest.raises(DatasetError, match="fewer than one global batch"):
+        EpochBatchSampler(indices[:3], 2, seed=5, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank 2 outside a world of 2"):
+        EpochBatchSampler(indices, 2, seed=5, rank=2, world_size=2)

@@ -71,14 +71,36 @@ class EpochBatchSampler(Sampler):
     Iterating advances the epoch; ``set_epoch(k)`` makes the next iteration
     epoch k. Incomplete last batches are dropped when there is at least one
     full batch.
+
+    With ``world_size`` N > 1 the sequence is cut into global batches of
+    N * batch_size items and rank r takes items [r * batch_size, (r + 1) *
+    batch_size) of each: the N ranks together see exactly the batches one
+    process with batch N * batch_size sees (same order, same flips).
     """
 
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, flip_prob: float = 0.5):
+    def __init__(
+        self,
+        indices: Sequence[int],
+        batch_size: int,
+        seed: int,
+        flip_prob: float = 0.5,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if len(indices) == 0:
             raise DatasetError("training split has no image with a box")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"EpochBatchSampler: rank {rank} outside a world of {world_size}")
         self.indices = torch.as_tensor(list(indices), dtype=torch.int64)
         self.batch_size, self.seed, self.flip_prob = int(batch_size), int(seed), float(flip_prob)
-        self.drop_last = len(indices) >= self.batch_size
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.global_batch_size = self.batch_size * self.world_size
+        if self.world_size > 1 and len(indices) < self.global_batch_size:
+            raise DatasetError(
+                f"training split has {len(indices)} images with a box, fewer than one global batch of "
+                f"{self.world_size} workers x {self.batch_size} (INPUT.BATCH_SIZE_TRAIN)"
+            )
+        self.drop_last = len(indices) >= self.global_batch_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -86,10 +108,10 @@ class EpochBatchSampler(Sampler):
 
     def __len__(self) -> int:
         n = len(self.indices)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.global_batch_size if self.drop_last else -(-n // self.global_batch_size)
 
     def epoch_items(self, epoch: int) -> list[tuple[int, bool]]:
-        """The (index, flip) sequence of one epoch (before batching)."""
+        """The (index, flip) sequence of one epoch (before batching), the same on every rank."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = self.indices[torch.randperm(len(self.indices), generator=g)]
         flips = torch.rand(len(self.indices), generator=g) < self.flip_prob
@@ -98,8 +120,9 @@ class EpochBatchSampler(Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
         items = self.epoch_items(self.epoch)
         self.epoch += 1
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield items[start : start + self.batch_size]
+        for start in range(0, len(self) * self.global_batch_size, self.global_batch_size):
+            first = start + self.rank * self.batch_size
+            yield items[first : first + self.batch_size]
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -140,8 +163,10 @@ def _base_seed(cfg, seed: int | None) -> int:
     return int(torch.randint(0, 2**31 - 1, (1,)).item())
 
 
-def build_train_loader(cfg, seed: int | None = None, records: Sequence[dict] | None = None) -> DataLoader:
-    """Shuffled, flipped training batches of INPUT.BATCH_SIZE_TRAIN images.
+def build_train_loader(
+    cfg, seed: int | None = None, records: Sequence[dict] | None = None, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """Shuffled, flipped training batches of INPUT.BATCH_SIZE_TRAIN images (this rank's share, see EpochBatchSampler).
 
     Images without any box are left out (their ``index`` still refers to the
     full train record list). ``seed`` defaults to cfg.SEED (negative: drawn
@@ -152,7 +177,7 @@ def build_train_loader(cfg, seed: int | None = None, records: Sequence[dict] | N
     dataset = DetectionDataset(records, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
     keep = [i for i, r in enumerate(records) if len(r["boxes"]) > 0]
     base = _base_seed(cfg, seed)
-    sampler = EpochBatchSampler(keep, cfg.INPUT.BATCH_SIZE_TRAIN, base)
+    sampler = EpochBatchSampler(keep, cfg.INPUT.BATCH_SIZE_TRAIN, base, rank=rank, world_size=world_size)
     workers = int(cfg.INPUT.NUM_WORKERS_TRAIN)
     return DataLoader(
         dataset,
