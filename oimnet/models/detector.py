@@ -13,11 +13,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from oimnet.losses.oim import OIMLoss
 from oimnet.models.backbone import Backbone, build_resnet
-from oimnet.models.heads import EMBEDDING_DIM, BoxPredictor, EmbeddingHead
+from oimnet.models.heads import EMBEDDING_DIM, BoxPredictor, EmbeddingHead, Float32RPNHead
 from oimnet.models.protonorm import convert_bn2d_to_protonorm
 from oimnet.models.roi_heads import OIMRoIHeads
 
@@ -134,7 +134,7 @@ def build_model(cfg) -> OIMNet:
     )
     rpn = RegionProposalNetwork(
         anchor_generator,
-        RPNHead(c4, anchor_generator.num_anchors_per_location()[0], conv_depth=1),
+        Float32RPNHead(c4, anchor_generator.num_anchors_per_location()[0], conv_depth=1),
         fg_iou_thresh=m.RPN.POS_THRESH_TRAIN,
         bg_iou_thresh=m.RPN.NEG_THRESH_TRAIN,
         batch_size_per_image=m.RPN.BATCH_SIZE_TRAIN,

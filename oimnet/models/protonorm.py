@@ -328,6 +328,15 @@ class _ProtoNorm(_BatchNorm):
             )
         if coef.device != x.device:
             coef = coef.to(x.device)
+        if torch.is_autocast_enabled(x.device.type):
+            # Statistics in float32, as BatchNorm under AMP: autocast would run the
+            # prototype-mean matmul (coef @ x) in half and mix dtypes in the backward.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._normalize(x, coef)
+        return self._normalize(x, coef)
+
+    def _normalize(self, x: Tensor, coef: Tensor) -> Tensor:
+        """Training-mode ProtoNorm of x with prototype coefficients ``coef`` (3, N) on x's device."""
         if is_distributed():  # statistics of every rank's RoIs; coef holds this rank's columns
             factor = self._momentum_factor()
             return sync_weighted_norm(
