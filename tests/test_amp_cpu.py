@@ -41,7 +41,9 @@ LABELED_IDS = (3, 7)  # the labeled persons of scene(); 5555 is unlabeled
 def _model(variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
     # 16 RoIs per image: float16 convolution backward on the CPU is slow (no fast kernel), about 5 s at 128
-    model = build_model(tiny_config(**VARIANTS[variant], **{"MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16, "MODEL.RPN.POST_NMS_TOPN_TRAIN": 12}))
+    model = build_model(
+        tiny_config(**VARIANTS[variant], **{"MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16, "MODEL.RPN.POST_NMS_TOPN_TRAIN": 12})
+    )
     with torch.no_grad():
         # Objectness independent of the image: an untrained head scores anchors
         # within ~1e-3 of each other, so half rounding would reorder its top-k
@@ -99,14 +101,18 @@ def test_amp_step_matches_float32(variant, amp_dtype):
     assert set(got) == set(LOSS_KEYS)
     for key in LOSS_KEYS:
         assert torch.isfinite(got[key]), (key, got[key])
-        torch.testing.assert_close(got[key], want[key], rtol=LOSS_RTOL[amp_dtype], atol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
+        torch.testing.assert_close(
+            got[key], want[key], rtol=LOSS_RTOL[amp_dtype], atol=1e-4, msg=lambda m, key=key: f"{key}: {m}"
+        )
     assert got["loss_box_reid"] > 0
 
     reid, ref_reid = amp.roi_heads.reid_loss, reference.roi_heads.reid_loss
     assert reid.lut.dtype == torch.float16 and reid.cq.dtype == torch.float16
     rows = [i - 1 for i in LABELED_IDS]
     assert (reid.lut.float()[rows] - lut_before[rows]).abs().amax(1).min() > 0.05, "labeled rows not updated"
-    torch.testing.assert_close(torch.linalg.vector_norm(reid.lut.float()[rows], dim=1), torch.ones(2), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(reid.lut.float()[rows], dim=1), torch.ones(2), atol=2e-3, rtol=0
+    )
     others = [i for i in range(reid.lut.shape[0]) if i not in rows]
     assert torch.equal(reid.lut.float()[others], lut_before[others])
     torch.testing.assert_close(reid.lut.float(), ref_reid.lut, atol=LUT_ATOL[amp_dtype], rtol=0)

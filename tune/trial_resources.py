@@ -33,22 +33,25 @@ def local_cluster_resources() -> dict[str, float]:
 
 
 def plan_trial_resources(cluster: dict[str, float], loader_workers: int = 0) -> tuple[dict[str, float], str]:
-    """Resources of one trial and the DEVICE it trains on.
+    """Resources of one trial and the DEVICE it trains on: a pure function of what the cluster has.
 
     Args:
-        cluster: ``ray.cluster_resources()`` (keys "CPU", "GPU").
+        cluster: ``ray.cluster_resources()`` (keys "CPU", "GPU"; missing = 0 GPUs, 1 CPU).
         loader_workers: INPUT.NUM_WORKERS_TRAIN of the trials (max over them).
     Returns:
-        ({"gpu": 1, "cpu": k}, "cuda") when the cluster has GPUs, with k the
-        main process plus its loader workers, at most the CPUs per GPU;
-        ({"cpu": 1}, "cpu") otherwise.
+        ({"gpu": 1, "cpu": k}, "cuda") when the cluster has a whole GPU: one
+        GPU per trial (LUT, queue and ProtoNorm statistics live in one
+        process), k = the main process plus its loader workers, at most the
+        CPUs per GPU so that every GPU can hold a trial; ({"cpu": k}, "cpu")
+        otherwise, k at most the cluster's CPUs.  Never more of anything
+        than the cluster has: Ray leaves such a trial PENDING forever.
     """
-    gpus = float(cluster.get("GPU", 0) or 0)
-    cpus = float(cluster.get("CPU", 1) or 1)
+    gpus = int(float(cluster.get("GPU", 0) or 0))  # a fraction of a GPU cannot hold a trial
+    cpus = max(1, int(float(cluster.get("CPU", 1) or 1)))
+    want = 1 + max(0, int(loader_workers))
     if gpus >= 1:
-        per_gpu = max(1, int(cpus // gpus))
-        return {"gpu": 1, "cpu": max(1, min(per_gpu, 1 + int(loader_workers)))}, "cuda"
-    return {"cpu": 1}, "cpu"
+        return {"gpu": 1, "cpu": max(1, min(want, cpus // gpus))}, "cuda"
+    return {"cpu": min(want, cpus)}, "cpu"
 
 
 def estimate_cpu_hours(n_trials: int, epochs: int, train_images: int, cpus: float) -> float:

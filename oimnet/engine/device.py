@@ -15,23 +15,40 @@ def select_device(cfg) -> torch.device:
     Falling back to the CPU is announced once with a warning: a CPU run is for
     smoke tests; paper-size training needs a GPU.
     """
-    want = str(cfg.DEVICE).lower()
-    if want.startswith("cuda"):
-        if torch.cuda.is_available():
-            index = int(cfg.NVIDIA_DEVICE)
-            if index >= torch.cuda.device_count():
-                raise ValueError(
-                    f"NVIDIA_DEVICE: invalid value {index}; this machine has {torch.cuda.device_count()} CUDA device(s)"
-                )
-            return torch.device("cuda", index)
+    cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    device = choose_device(str(cfg.DEVICE), int(cfg.NVIDIA_DEVICE), cuda_devices)
+    if device.type == "cpu" and str(cfg.DEVICE).lower().startswith("cuda"):
         log.warning(
             "DEVICE is %r but no CUDA GPU is available: running on the CPU (slow; fine for the smoke profile)",
             cfg.DEVICE,
         )
+    return device
+
+
+def choose_device(want: str, index: int, cuda_devices: int) -> torch.device:
+    """The device for DEVICE ``want`` ("cuda", "cuda:N" or "cpu") and NVIDIA_DEVICE ``index`` on a machine with ``cuda_devices`` GPUs.
+
+    A pure function of what is there: "cuda" without any GPU gives the CPU
+    (the caller warns); an index the machine does not have is an error, as
+    is any other DEVICE.  "cuda:N" names the index itself.
+    """
+    text = want.strip().lower()
+    if text == "cpu":
         return torch.device("cpu")
-    if want != "cpu":
-        raise ValueError(f"DEVICE: invalid value {cfg.DEVICE!r}; expected 'cuda' or 'cpu'")
-    return torch.device("cpu")
+    if text != "cuda" and not text.startswith("cuda:"):
+        raise ValueError(f"DEVICE: invalid value {want!r}; expected 'cuda' or 'cpu'")
+    if text.startswith("cuda:"):
+        try:
+            index = int(text[len("cuda:") :])
+        except ValueError:
+            raise ValueError(f"DEVICE: invalid value {want!r}; expected 'cuda', 'cuda:N' or 'cpu'") from None
+    if cuda_devices <= 0:
+        return torch.device("cpu")
+    if not 0 <= index < cuda_devices:
+        raise ValueError(
+            f"NVIDIA_DEVICE: invalid value {index}; this machine has {cuda_devices} CUDA device(s) (0..{cuda_devices - 1})"
+        )
+    return torch.device("cuda", index)
 
 
 def device_description(device: torch.device) -> str:
