@@ -14,7 +14,13 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
+from oimnet.engine.hooks import CheckpointHook, LRScheduleHook
+from oimnet.engine.loop import Trainer
+from oimnet.engine.lr_schedule import build_scheduler
+from oimnet.engine.step import SingleDeviceStep, loss_weights
+from oimnet.engine.trainer import build_optimizer
 from oimnet.models import LOSS_KEYS, build_model
 from oimnet.models.protonorm import ProtoNorm1d, ProtoNorm2d
 from tests.test_model_train import scene, tiny_config
@@ -38,12 +44,17 @@ GRAD_COSINE = {torch.float16: 0.998, torch.bfloat16: 0.98}
 LABELED_IDS = (3, 7)  # the labeled persons of scene(); 5555 is unlabeled
 
 
+def _config(variant: str, **extra):
+    # 16 RoIs per image, 12 proposals: every candidate is sampled, and float16
+    # convolution backward on the CPU is slow (no fast kernel): 30-60 s at 128
+    return tiny_config(
+        **VARIANTS[variant], **{"MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16, "MODEL.RPN.POST_NMS_TOPN_TRAIN": 12}, **extra
+    )
+
+
 def _model(variant: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    # 16 RoIs per image: float16 convolution backward on the CPU is slow (no fast kernel), about 5 s at 128
-    model = build_model(
-        tiny_config(**VARIANTS[variant], **{"MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16, "MODEL.RPN.POST_NMS_TOPN_TRAIN": 12})
-    )
+    model = build_model(_config(variant))
     with torch.no_grad():
         # Objectness independent of the image: an untrained head scores anchors
         # within ~1e-3 of each other, so half rounding would reorder its top-k
@@ -128,30 +139,59 @@ def test_amp_step_matches_float32(variant, amp_dtype):
     assert F.cosine_similarity(g_amp, g_ref, dim=0) > GRAD_COSINE[amp_dtype]
 
 
-def test_grad_scaler_skips_an_overflowing_step():
-    """A scale so large that half gradients overflow: the scaler finds inf, skips the update and halves the scale."""
-    model = _half_memory(_model("OIMNet++"))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    _step(model, torch.float16, scaler)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    assert any(not torch.isfinite(g).all() for g in grads), "expected the scaled half gradients to overflow"
-    scaler.step(optimizer)
-    scaler.update()
-    assert all(torch.equal(p, before[k]) for k, p in model.named_parameters()), "a step with inf gradients was applied"
-    assert not optimizer.state, "the skipped step created momentum buffers"
-    assert scaler.get_scale() == 2.0**39
+def _amp_trainer(out_dir, scaler_state: dict | None = None, resume: dict | None = None, epochs: int = 1) -> Trainer:
+    """The engine's loop with its AMP step strategy on the CPU: one batch (scene()) per epoch, checkpoint every epoch."""
+    cfg = _config("OIMNet++", **{"SOLVER.MAX_EPOCHS": epochs})
+    model = _model("OIMNet++")
+    optimizer = build_optimizer(model, cfg)
+    strategy = SingleDeviceStep(model, optimizer, torch.device("cpu"), loss_weights(cfg.SOLVER), clip=10.0, amp=True)
+    assert strategy.scaler.is_enabled() and model.roi_heads.reid_loss.lut.dtype == torch.float16
+    strategy.load_state_dict(scaler_state)
+    trainer = Trainer(
+        cfg, model, optimizer, build_scheduler(optimizer, cfg, 1), DataLoader([scene()], batch_size=None), strategy,
+        device=torch.device("cpu"), out_dir=out_dir, seed=1,
+    )  # fmt: skip
+    trainer.register_hooks([LRScheduleHook(), CheckpointHook(1)])
+    if resume is not None:
+        trainer.resume_from(resume)
+    return trainer
 
-    # with a sane scale the next step is applied
-    optimizer.zero_grad(set_to_none=True)
-    scaler.update(2.0**10)
-    _step(model, torch.float16, scaler, seed=2)
-    scaler.step(optimizer)
-    scaler.update()
-    assert scaler.get_scale() == 2.0**10
-    changed = [k for k, p in model.named_parameters() if not torch.equal(p, before[k])]
+
+def test_grad_scaler_skips_an_overflowing_step_and_resume_restores_its_state(tmp_path):
+    """The trainer's AMP step with a scale so large that half gradients overflow: the update is skipped
+    and the scale halved; the checkpoint carries the scaler's state and a resumed run continues from it."""
+    huge = torch.amp.GradScaler("cpu", init_scale=2.0**40, growth_interval=3).state_dict()
+    first = _amp_trainer(tmp_path, scaler_state=huge)
+    before = {k: v.detach().clone() for k, v in first.model.named_parameters()}
+    lut_before = first.model.roi_heads.reid_loss.lut.clone()
+    first.train()
+    grads = [p.grad for p in first.model.parameters() if p.grad is not None]
+    assert any(not torch.isfinite(g).all() for g in grads), "expected the scaled half gradients to overflow"
+    assert all(torch.isfinite(torch.tensor(v)) for v in first.step_output.values())  # the losses themselves are finite
+    assert all(torch.equal(p, before[k]) for k, p in first.model.named_parameters()), "an inf step was applied"
+    assert not first.optimizer.state, "the skipped step created momentum buffers"
+    # the memory is updated in the forward pass, skipped step or not (as the release)
+    assert not torch.equal(first.model.roi_heads.reid_loss.lut, lut_before)
+    scaler = first.strategy.scaler
+    assert scaler.get_scale() == 2.0**39 and scaler._get_growth_tracker() == 0
+
+    checkpoint = tmp_path / "epoch_001.pth"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert state["scaler"]["scale"] == 2.0**39 and state["scaler"]["growth_interval"] == 3
+    assert state["model"]["roi_heads.reid_loss.lut"].dtype == torch.float16
+
+    second = _amp_trainer(tmp_path, resume=state, epochs=2)
+    restored = second.strategy.scaler
+    assert (restored.get_scale(), restored.get_growth_interval()) == (2.0**39, 3)
+    assert torch.equal(second.model.roi_heads.reid_loss.lut, first.model.roi_heads.reid_loss.lut)
+    assert second.start_epoch == 1 and second.global_step == 1
+    # a sane scale from here on: the next step is applied, and its growth tracker counts it
+    second.strategy.load_state_dict({**state["scaler"], "scale": 2.0**10})
+    second.train()
+    assert restored.get_scale() == 2.0**10 and restored._get_growth_tracker() == 1
+    changed = [k for k, p in second.model.named_parameters() if not torch.equal(p, before[k])]
     assert "roi_heads.embedding_head.projectors.feat_res5.0.weight" in changed
+    assert torch.load(tmp_path / "epoch_002.pth", weights_only=True)["scaler"]["scale"] == 2.0**10
 
 
 @pytest.mark.parametrize("amp_dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])

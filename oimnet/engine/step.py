@@ -53,7 +53,9 @@ class SingleDeviceStep:
         device: where batches go.
         weights: {loss term: weight}; a term without a weight counts 1.
         clip: max gradient norm (0 = no clipping).
-        amp: float16 autocast + gradient scaling (CUDA only).
+        amp: float16 autocast + gradient scaling on ``device`` (the trainer turns it
+            on for CUDA only: CPU float16 kernels are slower than float32; the
+            tests run it on the CPU, where torch has autocast and a scaler too).
     """
 
     def __init__(self, model, optimizer, device: torch.device, weights: dict[str, float], clip: float, amp: bool):
@@ -63,8 +65,8 @@ class SingleDeviceStep:
         self.weights = dict(weights)
         self.clip = float(clip)
         self.amp = bool(amp)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        if self.amp:  # like the release, keep the LUT and queue in float16 under CUDA AMP
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        if self.amp:  # like the release, keep the LUT and queue in float16 under AMP
             reid_loss = model.roi_heads.reid_loss
             reid_loss.lut, reid_loss.cq = reid_loss.lut.half(), reid_loss.cq.half()
 
