@@ -127,7 +127,7 @@ def prepare_image(path: str, min_size: int, max_size: int, boxes=None) -> tuple[
 
 def load_model(cfg, ckpt: str, device: torch.device):
     """build_model(cfg) with the checkpoint's weights (strict), eval mode, on device."""
-    from oimnet.models import model_from_checkpoint
+    from oimnet.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(cfg, ckpt)
     return model.eval().to(device)

@@ -42,8 +42,8 @@ def _cache_from_checkpoint(cfg, ckpt_path: str) -> dict:
     """Checkpoint (ours or the authors' release) -> eval cache, on cfg's device."""
     import torch
 
+    from oimnet.checkpoint import model_from_checkpoint
     from oimnet.engine.device import select_device
-    from oimnet.models import model_from_checkpoint
     from oimnet.models.inference import compute_eval_cache
 
     try:

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from oimnet.config import load_config
-from oimnet.models import (
+from oimnet.checkpoint import (
+    OPTIONAL_KEYS,
+    UNUSED_RELEASE_PREFIXES,
     ReleaseCheckpointError,
-    build_model,
     check_release_state_dict,
+    infer_from_keys,
     load_release_state_dict,
     read_state_dict,
 )
-from oimnet.models.checkpoint_io import OPTIONAL_KEYS, UNUSED_RELEASE_PREFIXES, infer_from_keys
+from oimnet.config import load_config
+from oimnet.models import build_model
 
 VARIANTS = [
     "oimnet/cuhk-sysu",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from oimnet.engine.checkpointing import find_last_checkpoint
+from oimnet.checkpoint import find_last_checkpoint
 from oimnet.engine.evaluation import evaluate_checkpoint
 from oimnet.engine.step import NonFiniteLossError
 from oimnet.engine.tracking import get_client

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oimnet.engine.checkpointing import checkpoint_epoch, list_checkpoints, prune_checkpoints, remove_checkpoints_after
+from oimnet.checkpoint import checkpoint_epoch, list_checkpoints, prune_checkpoints, remove_checkpoints_after
 from oimnet.engine.hooks import HookBase
 
 KEEP_CHECKPOINTS = 2  # epoch files kept in a trial's OUTPUT_DIR (paper-size ones are ~300 MB)

@@ -70,8 +70,8 @@ def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final", 
 
 def evaluate_checkpoint(cfg, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict:
     """`--eval --ckpt`: load our or the release's checkpoint and evaluate it (an MLflow run "eval-<name>")."""
+    from oimnet.checkpoint import model_from_checkpoint, read_checkpoint
     from oimnet.engine.run_setup import prepare_config, setup_logging
-    from oimnet.models import model_from_checkpoint, read_checkpoint
 
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from oimnet.engine.checkpointing import checkpoint_path, save_atomic
+from oimnet.checkpoint import checkpoint_path, save_atomic
 
 if TYPE_CHECKING:
     from oimnet.engine.loop import Trainer

@@ -78,7 +78,7 @@ class Trainer:
     # -- checkpoint state -------------------------------------------------------------
 
     def checkpoint_state(self) -> dict:
-        """What a checkpoint holds (see :mod:`oimnet.engine.checkpointing` for the layout)."""
+        """What a checkpoint holds (see :mod:`oimnet.checkpoint.files` for the layout)."""
         from oimnet.config import to_yaml
 
         return {

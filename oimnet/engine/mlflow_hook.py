@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from oimnet.engine.checkpointing import find_last_checkpoint
+from oimnet.checkpoint import find_last_checkpoint
 from oimnet.engine.device import device_description
 from oimnet.engine.hooks import HookBase
 

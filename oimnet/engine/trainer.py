@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from oimnet.checkpoint import find_last_checkpoint
 from oimnet.config import to_yaml
 from oimnet.engine import seeding
-from oimnet.engine.checkpointing import find_last_checkpoint
 from oimnet.engine.device import select_device
 from oimnet.engine.hooks import CheckpointHook, EvalHook, HookBase, LRScheduleHook, TrainStatsHook
 from oimnet.engine.loop import Trainer

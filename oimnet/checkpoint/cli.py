@@ -11,29 +11,16 @@ it loads, 1 when it does not, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
-from oimnet.models.checkpoint_io import (
-    ReleaseCheckpointError,
+from oimnet.checkpoint.files import ReleaseCheckpointError, read_state_dict
+from oimnet.checkpoint.release import (
+    build_model_to_load,
     check_release_state_dict,
     infer_from_keys,
-    read_state_dict,
+    load_release_state_dict,
 )
-
-
-def _build(cfg):
-    from oimnet.models import build_model
-
-    # backbone weights are about to be replaced by the checkpoint's: no random-init warning
-    log = logging.getLogger("oimnet.models.backbone")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        return build_model(cfg)
-    finally:
-        log.setLevel(level)
+from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MODEL.LOSS.TYPE: {cfg.MODEL.LOSS.TYPE if (args.cfg or args.opts) else 'unknown (OIM assumed)'}")
 
     try:
-        model = _build(cfg)
+        model = build_model_to_load(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"cannot build the model of {source}: {exc}")
         return 1
@@ -86,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report.format())
     if report.ok:
-        from oimnet.models.checkpoint_io import load_release_state_dict
-
         load_release_state_dict(model, state)
         print("result: LOADS")
         return 0

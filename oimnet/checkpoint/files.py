@@ -1,4 +1,6 @@
-"""Training checkpoints: the release's layout plus what exact resumption needs.
+"""Checkpoint files: writing (atomic), finding, reading; the training layout.
+
+Training checkpoints keep the release's layout plus what exact resumption needs.
 
 Layout (a ``torch.save`` dict of tensors and plain values, so it loads with
 ``weights_only=True``): "model", "optimizer", "lr_scheduler", "epoch" (as the
@@ -13,11 +15,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 _NAME = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+class ReleaseCheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message lists the keys."""
 
 
 def checkpoint_path(output_dir: str | os.PathLike, epoch: int) -> Path:
@@ -71,3 +79,34 @@ def remove_checkpoints_after(output_dir: str | os.PathLike, epoch: int) -> None:
     for p in list_checkpoints(output_dir):
         if checkpoint_epoch(p) > epoch:
             p.unlink()
+
+
+def read_checkpoint(path: str) -> Mapping:
+    """The object a checkpoint file holds, read with ``torch.load(weights_only=True)``.
+
+    Raises FileNotFoundError or ReleaseCheckpointError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ReleaseCheckpointError(
+            f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}"
+        ) from exc
+
+
+def state_dict_of(obj, path: str) -> dict[str, Tensor]:
+    """The model state dict inside a checkpoint object: ``{"model": sd, ...}`` or a bare sd."""
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ReleaseCheckpointError(
+            f"checkpoint {path!r}: expected a state dict of tensors or a dict with a 'model' state dict"
+        )
+    return dict(obj)
+
+
+def read_state_dict(path: str) -> dict[str, Tensor]:
+    """The model state dict of a checkpoint file (see read_checkpoint, state_dict_of)."""
+    return state_dict_of(read_checkpoint(path), path)

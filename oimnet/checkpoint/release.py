@@ -10,7 +10,6 @@ the release runs its deep copy ``roi_heads.reid_head``) and
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,26 +17,21 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from oimnet.checkpoint.files import ReleaseCheckpointError, read_checkpoint, state_dict_of
+
 __all__ = [
     "UNUSED_RELEASE_PREFIXES",
     "OPTIONAL_KEYS",
     "LoadReport",
-    "ReleaseCheckpointError",
-    "read_state_dict",
-    "read_checkpoint",
-    "state_dict_of",
     "check_release_state_dict",
     "load_release_state_dict",
     "infer_from_keys",
+    "build_model_to_load",
     "model_from_checkpoint",
 ]
 
 UNUSED_RELEASE_PREFIXES = ("roi_heads.box_head.", "roi_heads.faster_rcnn_predictor.")
 OPTIONAL_KEYS = ("roi_heads.reid_loss.cq_head",)
-
-
-class ReleaseCheckpointError(ValueError):
-    """A checkpoint that does not fit the model; the message lists the keys."""
 
 
 @dataclass
@@ -75,37 +69,6 @@ class LoadReport:
         if self.defaulted:
             lines.append(f"  left at default ({len(self.defaulted)}):{show(self.defaulted)}")
         return "\n".join(lines)
-
-
-def read_checkpoint(path: str) -> Mapping:
-    """The object a checkpoint file holds, read with ``torch.load(weights_only=True)``.
-
-    Raises FileNotFoundError or ReleaseCheckpointError naming the file.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path!r}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ReleaseCheckpointError(
-            f"checkpoint {path!r}: cannot be read with torch.load(weights_only=True): {exc}"
-        ) from exc
-
-
-def state_dict_of(obj, path: str) -> dict[str, Tensor]:
-    """The model state dict inside a checkpoint object: ``{"model": sd, ...}`` or a bare sd."""
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ReleaseCheckpointError(
-            f"checkpoint {path!r}: expected a state dict of tensors or a dict with a 'model' state dict"
-        )
-    return dict(obj)
-
-
-def read_state_dict(path: str) -> dict[str, Tensor]:
-    """The model state dict of a checkpoint file (see read_checkpoint, state_dict_of)."""
-    return state_dict_of(read_checkpoint(path), path)
 
 
 def check_release_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> LoadReport:
@@ -208,6 +171,21 @@ def infer_from_keys(state_dict: Mapping[str, Tensor]) -> dict:
     return {"overrides": overrides, "notes": notes}
 
 
+def build_model_to_load(cfg) -> nn.Module:
+    """``build_model(cfg)`` without the backbone's random-init warning: its weights are about to be loaded."""
+    import logging
+
+    from oimnet.models.detector import build_model
+
+    backbone_log = logging.getLogger("oimnet.models.backbone")
+    level = backbone_log.level
+    backbone_log.setLevel(logging.ERROR)
+    try:
+        return build_model(cfg)
+    finally:
+        backbone_log.setLevel(level)
+
+
 def model_from_checkpoint(cfg, path: str, checkpoint: Mapping | None = None):
     """Build the model ``cfg`` describes and load ``path`` into it strictly.
 
@@ -218,18 +196,8 @@ def model_from_checkpoint(cfg, path: str, checkpoint: Mapping | None = None):
     Returns ``(model, report)``; raises FileNotFoundError or
     ReleaseCheckpointError (a ValueError) naming the file and the keys.
     """
-    import logging
-
-    from oimnet.models.detector import build_model
-
     state_dict = state_dict_of(read_checkpoint(path) if checkpoint is None else checkpoint, path)
-    backbone_log = logging.getLogger("oimnet.models.backbone")
-    level = backbone_log.level
-    backbone_log.setLevel(logging.ERROR)  # the weights are replaced right away: no random-init warning
-    try:
-        model = build_model(cfg)
-    finally:
-        backbone_log.setLevel(level)
+    model = build_model_to_load(cfg)
     try:
         report = load_release_state_dict(model, state_dict)
     except ReleaseCheckpointError as exc:
