@@ -329,8 +329,8 @@ def end_to_end(device, quick: bool, out_dir: Path) -> dict:
     """2 epochs on the generated dataset through the engine, interrupted after epoch 1's checkpoint and resumed."""
     import torch
 
+    from oimnet.checkpoint import list_checkpoints
     from oimnet.config import load_config
-    from oimnet.engine.checkpointing import list_checkpoints
     from oimnet.engine.hooks import HookBase
     from oimnet.engine.trainer import train_run
 
