@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.rpn import RPNHead
 
+from oimnet.constants import NORM_TYPES
 from oimnet.models.protonorm import ProtoNorm1d
 
 __all__ = ["BoxPredictor", "EmbeddingHead", "Float32RPNHead", "NORM_TYPES", "EMBEDDING_DIM"]
 
-NORM_TYPES = ("none", "batchnorm", "protonorm")
 EMBEDDING_DIM = 256
 
 
