@@ -39,14 +39,15 @@ def write_prw(root, train, test, queries_text, images=True):
 
 TRAIN = {
     "c1s1_000151": ("box_new", [[5, 10, 20, 30, 40], [-2, -3, 5, 20, 30], [483, 1, 1, 10, 10]]),
-    "c2s1_000002": ("anno_file", [[932, 0, 0, 5, 5], [7, 1.5, 2.5, 10, 20]]),
+    "c2s1_000002": ("anno_file", [[932, 0, 0, 5, 5], [7, 1.5, 2.5, 10.6, 20], [-2, -1.5, 3.7, 4.9, 5.2]]),
     "c3s2_000003": ("anno_previous", [[-2, 4, -6, 10, 12]]),
 }
 TEST = {
     "c4s1_000004": ("box_new", [[483, 10, 10, 20, 30], [600, 2, 2, 8, 8], [-2, 30, 1, 5, 6]]),
     "c6s3_000005": ("box_new", [[932, 3, 4, 5, 6]]),
 }
-QUERIES = "600 2 2 8 8 c4s1_000004\r\n483 -1 10 20 30 c4s1_000004\r\n932 3 4 5 6 c6s3_000005\r\n"
+QUERIES = ("600 2 2 8 8 c4s1_000004\r\n483 -1 10 20 30 c4s1_000004\r\n932 3 4 5 6 c6s3_000005\r\n"
+           "600 1.7 -1.5 10.6 3.2 c4s1_000004\r\n")
 
 
 @pytest.fixture
@@ -64,8 +65,10 @@ def test_train_records_exact(prw_root):
     # x1y1x2y2; -3 clipped to 0 in (x, y, w, h) before conversion; -2, 483, 932 unlabeled
     np.testing.assert_array_equal(recs[0]["boxes"], [[10, 20, 40, 60], [0, 5, 20, 35], [1, 1, 11, 11]])
     np.testing.assert_array_equal(recs[0]["pids"], [5, U, U])
-    np.testing.assert_array_equal(recs[1]["boxes"], [[0, 0, 5, 5], [1.5, 2.5, 11.5, 22.5]])
-    np.testing.assert_array_equal(recs[1]["pids"], [U, 7])
+    # fractional boxes as the authors' loader makes them: clip (x, y, w, h) at 0,
+    # add in floats, truncate to int32 (1.5 + 10.6 -> 12; -1.5 -> 0, 0 + 4.9 -> 4)
+    np.testing.assert_array_equal(recs[1]["boxes"], [[0, 0, 5, 5], [1, 2, 12, 22], [0, 3, 4, 8]])
+    np.testing.assert_array_equal(recs[1]["pids"], [U, 7, U])
     np.testing.assert_array_equal(recs[2]["boxes"], [[4, 0, 14, 12]])
     np.testing.assert_array_equal(recs[2]["pids"], [U])
     for r in recs:
@@ -73,21 +76,27 @@ def test_train_records_exact(prw_root):
         assert r["boxes"].shape == (len(r["pids"]), 4)
 
 
-def test_gallery_keeps_test_ids_483_932(prw_root):
+def test_gallery_ids_483_932_are_unlabeled(prw_root):
+    # the authors' loader maps -2, 483 and 932 to 5555 in every annotation file it reads
     recs = load_records("PRW", prw_root, "gallery", use_cache=False)
     assert [r["img_name"] for r in recs] == ["c4s1_000004.jpg", "c6s3_000005.jpg"]
-    np.testing.assert_array_equal(recs[0]["pids"], [483, 600, U])
-    np.testing.assert_array_equal(recs[1]["pids"], [932])
+    np.testing.assert_array_equal(recs[0]["pids"], [U, 600, U])
+    np.testing.assert_array_equal(recs[1]["pids"], [U])
+    np.testing.assert_array_equal(recs[0]["boxes"], [[10, 10, 30, 40], [2, 2, 10, 10], [30, 1, 35, 7]])
     assert [r["cam_id"] for r in recs] == [4, 6]
 
 
 def test_queries_crlf_and_clipping(prw_root):
     recs = load_records("PRW", prw_root, "query", use_cache=False)
-    assert [r["img_name"] for r in recs] == ["c4s1_000004.jpg", "c4s1_000004.jpg", "c6s3_000005.jpg"]
+    assert [r["img_name"] for r in recs] == ["c4s1_000004.jpg", "c4s1_000004.jpg", "c6s3_000005.jpg",
+                                             "c4s1_000004.jpg"]
     np.testing.assert_array_equal(recs[0]["boxes"], [[2, 2, 10, 10]])
     # a query box is clipped after conversion: x1 = -1 -> 0, x2 = -1 + 20
     np.testing.assert_array_equal(recs[1]["boxes"], [[0, 10, 19, 40]])
-    assert [int(r["pids"][0]) for r in recs] == [600, 483, 932]
+    # fractional: added in floats, truncated toward zero, then clipped (1.7 + 10.6 -> 12, -1.5 + 3.2 -> 1)
+    np.testing.assert_array_equal(recs[3]["boxes"], [[1, 0, 12, 1]])
+    # query pids are kept as written (the release does not relabel query_info.txt)
+    assert [int(r["pids"][0]) for r in recs] == [600, 483, 932, 600]
     assert all(r["boxes"].shape == (1, 4) and r["pids"].shape == (1,) for r in recs)
     assert recs[2]["cam_id"] == 6
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
-CACHE_VERSION = 2  # bump when the cached content or the parsers change
+CACHE_VERSION = 3  # bump when the cached content or the parsers change
 
 
 def fingerprint(root: str, files: Iterable[str], dirs: Iterable[str] = ()) -> str:

@@ -1,15 +1,20 @@
 """CUHK-SYSU (``CUHK-SYSU/``) read from an untouched download.
 
-Layout and quirks (shared/spec/data-formats.md):
+Layout and quirks of the download, and how the authors' loader reads it
+(this module gives the same records; docs/fidelity.md):
 
 * ``annotation/Images.mat`` (``Img``): every image with every person box
   (``idlocate``: a 1 x n struct array, one 1x4 ``x, y, w, h`` box each).
-  Boxes with w <= 0 or h <= 0 are dropped; each image must keep one.
+  Boxes with w <= 0 or h <= 0 (in the file's values) are dropped; each
+  image must keep one.
+* Every box (image, identity, query and protocol boxes) is truncated to
+  int32 in (x, y, w, h) first; then x2 = x + w, y2 = y + h in integers.
+  Identity boxes are matched to image boxes after that truncation.
 * ``annotation/pool.mat`` (``pool``): the gallery images, in gallery order.
   Training images: all others, sorted by name.
 * ``annotation/test/train_test/Train.mat`` (``Train``): identity k (1-based)
-  labels the box of each of its scenes whose coordinates equal ``idlocate``
-  exactly.
+  labels the first box of each of its scenes whose (truncated) coordinates
+  equal ``idlocate``'s.
 * ``TestG{N}.mat`` (``TestG{N}``): per query a ``Query`` struct and a
   ``Gallery`` struct array; empty ``idlocate`` = person absent. Test pids are
   the 1-based query index in TestG50; gallery labelling stops at the first
@@ -24,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .matutil import field, get_var, load_mat, mat_box, mat_str, struct_items, unwrap
-from .records import UNLABELED_PID, DatasetError, make_record, xywh_to_xyxy
+from .records import UNLABELED_PID, DatasetError, make_record
 
 IMAGE_DIR = os.path.join("Image", "SSM")
 IMAGES_MAT = "annotation/Images.mat"
@@ -37,15 +42,22 @@ def protocol_mat(gallery_size: int) -> str:
     return f"annotation/test/train_test/TestG{gallery_size}.mat"
 
 
+def int_xyxy(boxes_xywh) -> np.ndarray:
+    """(n, 4) or (4,) x, y, w, h -> int32 x1, y1, x2, y2: truncate, then add."""
+    boxes = np.asarray(boxes_xywh).astype(np.int32)
+    boxes[..., 2:] += boxes[..., :2]
+    return boxes
+
+
 def _load(root: str, rel: str, var: str) -> np.ndarray:
     return get_var(load_mat(os.path.join(root, rel), rel), var, rel)
 
 
 def read_images(root: str, on_error: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], int]:
-    """Images.mat -> ({name: valid boxes xywh float64 (n, 4)}, #dropped boxes).
+    """Images.mat -> ({name: valid boxes xywh int32 (n, 4), truncated}, #dropped boxes).
 
-    Zero-size boxes are dropped; an image left without boxes raises (or is
-    reported to ``on_error`` and skipped).
+    Zero-size boxes (w or h <= 0 before truncation) are dropped; an image
+    left without boxes raises (or is reported to ``on_error`` and skipped).
     """
     img = _load(root, IMAGES_MAT, "Img")
     boxes_by_name: dict[str, np.ndarray] = {}
@@ -62,7 +74,7 @@ def read_images(root: str, on_error: Callable[[str], None] | None = None) -> tup
                 raise DatasetError(msg)
             on_error(msg)
             continue
-        boxes_by_name[name] = boxes[valid]
+        boxes_by_name[name] = boxes[valid].astype(np.int32)
     return boxes_by_name, dropped
 
 
@@ -87,8 +99,9 @@ def read_pool(root: str) -> list[str]:
 
 
 def _match(boxes: np.ndarray, pids: np.ndarray, box: np.ndarray, pid: int) -> bool:
-    """Give ``pid`` to the first box whose coordinates equal ``box`` exactly."""
-    hits = np.flatnonzero((boxes == box).all(axis=1))
+    """Give ``pid`` to the first of ``boxes`` (int32 xywh) equal to ``box``
+    (xywh, truncated to int32 first)."""
+    hits = np.flatnonzero((boxes == np.asarray(box).astype(np.int32)).all(axis=1))
     if hits.size == 0:
         return False
     pids[hits[0]] = pid
@@ -173,11 +186,11 @@ def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None) -> tupl
                 break
             if gname not in test_pids or not _match(boxes_by_name[gname], test_pids[gname], gbox, q):
                 unmatched_test += 1
-        queries.append(make_record(qname, os.path.join(root, IMAGE_DIR, qname), xywh_to_xyxy(qbox), [q], -1))
+        queries.append(make_record(qname, os.path.join(root, IMAGE_DIR, qname), int_xyxy(qbox), [q], -1))
 
     def records(names, pids):
         return [
-            make_record(n, os.path.join(root, IMAGE_DIR, n), xywh_to_xyxy(boxes_by_name[n]), pids[n], -1) for n in names
+            make_record(n, os.path.join(root, IMAGE_DIR, n), int_xyxy(boxes_by_name[n]), pids[n], -1) for n in names
         ]
 
     splits = {"train": records(train_names, train_pids), "gallery": records(pool, test_pids), "query": queries}
@@ -187,6 +200,8 @@ def parse_cuhk(root: str, on_error: Callable[[str], None] | None = None) -> tupl
 
 def protocol_entries(root: str, gallery_size: int, queries: list[dict]) -> list[tuple[list[str], np.ndarray]]:
     """TestG{N} as compact per-query (gallery names, boxes xyxy (k, 4), NaN rows = absent).
+
+    Boxes are the integer boxes of :func:`int_xyxy` (as float64, for the NaN rows).
 
     Checks that its queries are those of TestG50 (``queries``), in order.
     """
@@ -205,7 +220,7 @@ def protocol_entries(root: str, gallery_size: int, queries: list[dict]) -> list[
         boxes = np.full((len(gallery), 4), np.nan)
         for i, (_, box) in enumerate(gallery):
             if box is not None:
-                boxes[i] = xywh_to_xyxy(box)[0]
+                boxes[i] = int_xyxy(box)
         out.append((names, boxes))
     return out
 

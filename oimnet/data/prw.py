@@ -1,19 +1,20 @@
 """PRW (``PRW-v16.04.20/``) read from an untouched download.
 
-Layout and quirks (shared/spec/data-formats.md):
+Layout and quirks of the download, and how the authors' loader reads it
+(this module gives the same records; docs/fidelity.md):
 
 * ``frame_train.mat`` / ``frame_test.mat`` list the frames of each split
   (variables ``img_index_train`` / ``img_index_test``, names without ``.jpg``).
 * ``annotations/<name>.jpg.mat`` holds rows ``[id, x, y, w, h]`` under the
   first present of ``box_new``, ``anno_file``, ``anno_previous``.
-* Negative coordinates are clipped to 0. As the authors' loader does, frame
-  annotations are clipped in (x, y, w, h) before conversion, query boxes in
-  (x1, y1, x2, y2) after conversion.
-* id -2 is unlabeled; in training 483 and 932 are unlabeled too (pid 5555).
+* Boxes become integers as the authors' loader makes them. Frame
+  annotations: (x, y, w, h) clipped at 0 in the file's dtype, x2 = x + w
+  added in that dtype, then truncated to int32. Query boxes: x2 = x + w in
+  float64, truncated to int32 (toward zero), then clipped at 0.
+* ids -2, 483 and 932 are unlabeled (pid 5555) in every split, train and
+  gallery alike; query pids are kept as written in ``query_info.txt``.
 * ``query_info.txt``: ``pid x y w h name`` per line, Windows line endings.
 * Camera id: the digits after ``c`` in the file name.
-
-Boxes keep the file's float values (the authors truncate them to int32).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from .matutil import get_var, load_mat, mat_str
 from .records import UNLABELED_PID, DatasetError, make_record, xywh_to_xyxy
 
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
-UNLABELED_IDS_ALL = (-2,)
-UNLABELED_IDS_TRAIN = (-2, 483, 932)
+UNLABELED_IDS = (-2, 483, 932)
 SPLIT_FILES = {"train": ("frame_train.mat", "img_index_train"), "gallery": ("frame_test.mat", "img_index_test")}
 QUERY_FILE = "query_info.txt"
 FRAME_DIR = "frames"
@@ -60,7 +60,8 @@ def split_frame_names(root: str, split: str) -> list[str]:
 def read_annotation(root: str, img_name: str) -> tuple[np.ndarray, np.ndarray]:
     """Raw rows of ``annotations/<img_name>.mat``.
 
-    Returns (ids float64 (n,), boxes_xywh float64 (n, 4)), unclipped.
+    Returns (ids (n,), boxes_xywh (n, 4)) unclipped, in the file's dtype
+    (the box arithmetic of :func:`frame_record` happens in that dtype).
     """
     label = f"{ANNOTATION_DIR}/{img_name}.mat"
     mat = load_mat(os.path.join(root, ANNOTATION_DIR, img_name + ".mat"), label)
@@ -75,17 +76,26 @@ def read_annotation(root: str, img_name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{label}: {key} should be an n x 5 numeric array [id, x, y, w, h], "
             f"found shape {rows.shape} dtype {rows.dtype}"
         )
-    rows = rows.astype(np.float64)
     return rows[:, 0], rows[:, 1:]
 
 
-def frame_record(
-    root: str, img_name: str, ids: np.ndarray, boxes_xywh: np.ndarray, unlabeled_ids: tuple[int, ...]
-) -> dict:
-    """Record of one frame from its raw annotation rows (clip, convert, relabel)."""
-    boxes = xywh_to_xyxy(np.clip(boxes_xywh, 0, None))
+def frame_boxes(boxes_xywh: np.ndarray) -> np.ndarray:
+    """(n, 4) x, y, w, h -> int32 (n, 4) x1, y1, x2, y2: clip at 0, add, truncate."""
+    boxes = np.clip(boxes_xywh, 0, None)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes.astype(np.int32)
+
+
+def query_box(xywh: np.ndarray) -> np.ndarray:
+    """(4,) float64 x, y, w, h -> int32 (4,) x1, y1, x2, y2: add, truncate, clip at 0."""
+    return np.clip(xywh_to_xyxy(xywh)[0].astype(np.int32), 0, None)
+
+
+def frame_record(root: str, img_name: str, ids: np.ndarray, boxes_xywh: np.ndarray) -> dict:
+    """Record of one frame from its raw annotation rows (integer boxes, relabel)."""
+    boxes = frame_boxes(boxes_xywh)
     pids = ids.astype(np.int64)
-    pids[np.isin(pids, unlabeled_ids)] = UNLABELED_PID
+    pids[np.isin(pids, UNLABELED_IDS)] = UNLABELED_PID
     return make_record(img_name, os.path.join(root, FRAME_DIR, img_name), boxes, pids, camera_id(img_name))
 
 
@@ -111,7 +121,7 @@ def read_queries(root: str) -> list[dict]:
         except ValueError as exc:
             raise DatasetError(f"{QUERY_FILE}:{lineno}: non-numeric pid/box in {line!r}") from exc
         img_name = parts[5] if parts[5].endswith(".jpg") else parts[5] + ".jpg"
-        box = np.clip(xywh_to_xyxy(xywh), 0, None)
+        box = query_box(xywh)
         queries.append(make_record(img_name, os.path.join(root, FRAME_DIR, img_name), box, [pid], camera_id(img_name)))
     return queries
 
@@ -124,12 +134,11 @@ def parse_prw(root: str, on_error: Callable[[str], None] | None = None) -> dict[
     """
     out = {}
     for split in ("train", "gallery"):
-        unlabeled = UNLABELED_IDS_TRAIN if split == "train" else UNLABELED_IDS_ALL
         records = []
         for name in split_frame_names(root, split):
             try:
                 ids, boxes = read_annotation(root, name)
-                records.append(frame_record(root, name, ids, boxes, unlabeled))
+                records.append(frame_record(root, name, ids, boxes))
             except DatasetError as exc:
                 if on_error is None:
                     raise

@@ -4,7 +4,8 @@ One image is one plain dict (see docs/interfaces.md, "Annotations")::
 
     {"img_name": "c1s1_000151.jpg",      # file name with extension
      "img_path": "/abs/.../c1s1_000151.jpg",
-     "boxes": float32 (n, 4),            # x1, y1, x2, y2 in original pixels
+     "boxes": float32 (n, 4),            # x1, y1, x2, y2 in original pixels,
+                                         # integers as the authors' loader truncates them
      "pids": int64 (n,),                 # identity per box, 5555 = unlabeled
      "cam_id": int}                      # PRW camera, -1 for CUHK-SYSU
 """
