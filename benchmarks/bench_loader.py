@@ -37,18 +37,33 @@ def _write_frames(folder: str, n: int) -> list[dict]:
         img = Image.fromarray(small).resize((w, h), Image.BILINEAR)
         path = os.path.join(folder, f"c1s1_{i:06d}.jpg")
         img.save(path, quality=90)
-        boxes = np.array([[100.0, 200.0, 180.0, 420.0], [900.0, 300.0, 990.0, 560.0], [1500.0, 500.0, 1600.0, 800.0]],
-                         np.float32)
-        records.append({"img_name": os.path.basename(path), "img_path": path, "boxes": boxes,
-                        "pids": np.array([1, 2, 5555], np.int64), "cam_id": 1})
+        boxes = np.array(
+            [[100.0, 200.0, 180.0, 420.0], [900.0, 300.0, 990.0, 560.0], [1500.0, 500.0, 1600.0, 800.0]], np.float32
+        )
+        records.append(
+            {
+                "img_name": os.path.basename(path),
+                "img_path": path,
+                "boxes": boxes,
+                "pids": np.array([1, 2, 5555], np.int64),
+                "cam_id": 1,
+            }
+        )
     return records
 
 
 def _cfg():
     from oimnet.config import load_config
 
-    return load_config(None, {"INPUT.BATCH_SIZE_TRAIN": BATCH, "INPUT.NUM_WORKERS_TRAIN": 0,
-                              "MODEL.BACKBONE.NAME": "tiny", "MODEL.BACKBONE.WEIGHTS": ""})
+    return load_config(
+        None,
+        {
+            "INPUT.BATCH_SIZE_TRAIN": BATCH,
+            "INPUT.NUM_WORKERS_TRAIN": 0,
+            "MODEL.BACKBONE.NAME": "tiny",
+            "MODEL.BACKBONE.WEIGHTS": "",
+        },
+    )
 
 
 def bench_loader_prw(quick: bool) -> dict:
@@ -66,8 +81,15 @@ def bench_loader_prw(quick: bool) -> dict:
             n = sum(len(images) for images, _ in loader)
             times.append((time.perf_counter() - start) / n)
         per_image = statistics.median(times)
-        return {"name": "loader_prw", "reference_s": None, "fast_s": per_image * BATCH, "speedup": None,
-                "images_per_s": 1.0 / per_image, "frames": frames, "batch": BATCH}
+        return {
+            "name": "loader_prw",
+            "reference_s": None,
+            "fast_s": per_image * BATCH,
+            "speedup": None,
+            "images_per_s": 1.0 / per_image,
+            "frames": frames,
+            "batch": BATCH,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -88,8 +110,14 @@ def bench_preprocess(quick: bool) -> dict:
                 start = time.perf_counter()
                 batch = model.batch_images(images)
                 times.append(time.perf_counter() - start)
-        return {"name": "preprocess", "reference_s": None, "fast_s": statistics.median(times), "speedup": None,
-                "batch_shape": list(batch.tensors.shape), "batch": BATCH}
+        return {
+            "name": "preprocess",
+            "reference_s": None,
+            "fast_s": statistics.median(times),
+            "speedup": None,
+            "batch_shape": list(batch.tensors.shape),
+            "batch": BATCH,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

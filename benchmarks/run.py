@@ -36,7 +36,14 @@ def collect() -> dict:
 
 def _fmt(result: dict) -> str:
     parts = [f"{result['name']:<22s}"]
-    for key, unit in (("reference_s", "s"), ("fast_s", "s"), ("floor_s", "s"), ("step_s", "s"), ("peak_mb", " MB"), ("images_per_s", " img/s")):
+    for key, unit in (
+        ("reference_s", "s"),
+        ("fast_s", "s"),
+        ("floor_s", "s"),
+        ("step_s", "s"),
+        ("peak_mb", " MB"),
+        ("images_per_s", " img/s"),
+    ):
         if key in result and result[key] is not None:
             parts.append(f"{key}={result[key]:.4g}{unit}")
     if result.get("speedup") is not None:

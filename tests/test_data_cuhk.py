@@ -227,24 +227,43 @@ def test_fractional_boxes_truncated_as_the_release(cuhk_root):
     # integers, and matches identity / protocol boxes after the same truncation.
     # A 0.5-wide box passes the w > 0 filter (taken on the file's values) and
     # becomes zero-wide.
-    write_images(cuhk_root, {
-        "s1.jpg": [(10.7, 10.2, 20.6, 40.5), (50, 10, 0.5, 40)],
-        "s2.jpg": [(0.9, 0.4, 10.8, 20.3)],
-        "s3.jpg": [(1.5, 1.5, 10.5, 10.5), (20.2, 20.9, 10.9, 10.1)],
-        "s4.jpg": [(2.6, 2.6, 8.6, 8.6)],
-        "s5.jpg": [(3.3, 3.3, 9.9, 9.9)],
-    })
-    train = cells([struct([{"idname": f"p{k}", "nAppear": np.array([[1.0]]),
-                            "scene": struct([{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])}],
-                                            ["imname", "idlocate", "ishard"])}],
-                          ["idname", "nAppear", "scene"])
-                   for k, (n, b) in enumerate([("s1.jpg", box(10.1, 10.9, 20.2, 40.0)),
-                                               ("s2.jpg", box(0, 0, 10, 20))], 1)])
+    write_images(
+        cuhk_root,
+        {
+            "s1.jpg": [(10.7, 10.2, 20.6, 40.5), (50, 10, 0.5, 40)],
+            "s2.jpg": [(0.9, 0.4, 10.8, 20.3)],
+            "s3.jpg": [(1.5, 1.5, 10.5, 10.5), (20.2, 20.9, 10.9, 10.1)],
+            "s4.jpg": [(2.6, 2.6, 8.6, 8.6)],
+            "s5.jpg": [(3.3, 3.3, 9.9, 9.9)],
+        },
+    )
+    train = cells(
+        [
+            struct(
+                [
+                    {
+                        "idname": f"p{k}",
+                        "nAppear": np.array([[1.0]]),
+                        "scene": struct(
+                            [{"imname": n, "idlocate": b, "ishard": np.array([[0.0]])}],
+                            ["imname", "idlocate", "ishard"],
+                        ),
+                    }
+                ],
+                ["idname", "nAppear", "scene"],
+            )
+            for k, (n, b) in enumerate([("s1.jpg", box(10.1, 10.9, 20.2, 40.0)), ("s2.jpg", box(0, 0, 10, 20))], 1)
+        ]
+    )
     scipy.io.savemat(os.path.join(cuhk_root, PROTO, "Train.mat"), {"Train": train})
-    write_testg(cuhk_root, 50, [
-        ("s3.jpg", box(20.7, 20.1, 10.2, 10.8), [("s4.jpg", box(2.1, 2.9, 8.0, 8.3)), ("s5.jpg", EMPTY)]),
-        ("s5.jpg", box(3.9, 3.1, 9.5, 9.0), [("s3.jpg", EMPTY)]),
-    ])
+    write_testg(
+        cuhk_root,
+        50,
+        [
+            ("s3.jpg", box(20.7, 20.1, 10.2, 10.8), [("s4.jpg", box(2.1, 2.9, 8.0, 8.3)), ("s5.jpg", EMPTY)]),
+            ("s5.jpg", box(3.9, 3.1, 9.5, 9.0), [("s3.jpg", EMPTY)]),
+        ],
+    )
     tr = load_records("CUHK-SYSU", cuhk_root, "train", use_cache=False)
     np.testing.assert_array_equal(tr[0]["boxes"], [[10, 10, 30, 50], [50, 10, 50, 50]])
     np.testing.assert_array_equal(tr[0]["pids"], [1, U])
@@ -261,4 +280,7 @@ def test_fractional_boxes_truncated_as_the_release(cuhk_root):
     np.testing.assert_array_equal(q[1]["boxes"], [[3, 3, 12, 12]])
     np.testing.assert_array_equal(load_cuhk_protocol(cuhk_root, 50, use_cache=False)[0][0]["box"], [2, 2, 10, 10])
     assert parse_stats("CUHK-SYSU", cuhk_root, use_cache=False) == {
-        "dropped_boxes": 0, "unmatched_train": 0, "unmatched_test": 0}
+        "dropped_boxes": 0,
+        "unmatched_train": 0,
+        "unmatched_test": 0,
+    }

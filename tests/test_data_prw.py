@@ -46,8 +46,10 @@ TEST = {
     "c4s1_000004": ("box_new", [[483, 10, 10, 20, 30], [600, 2, 2, 8, 8], [-2, 30, 1, 5, 6]]),
     "c6s3_000005": ("box_new", [[932, 3, 4, 5, 6]]),
 }
-QUERIES = ("600 2 2 8 8 c4s1_000004\r\n483 -1 10 20 30 c4s1_000004\r\n932 3 4 5 6 c6s3_000005\r\n"
-           "600 1.7 -1.5 10.6 3.2 c4s1_000004\r\n")
+QUERIES = (
+    "600 2 2 8 8 c4s1_000004\r\n483 -1 10 20 30 c4s1_000004\r\n932 3 4 5 6 c6s3_000005\r\n"
+    "600 1.7 -1.5 10.6 3.2 c4s1_000004\r\n"
+)
 
 
 @pytest.fixture
@@ -88,8 +90,7 @@ def test_gallery_ids_483_932_are_unlabeled(prw_root):
 
 def test_queries_crlf_and_clipping(prw_root):
     recs = load_records("PRW", prw_root, "query", use_cache=False)
-    assert [r["img_name"] for r in recs] == ["c4s1_000004.jpg", "c4s1_000004.jpg", "c6s3_000005.jpg",
-                                             "c4s1_000004.jpg"]
+    assert [r["img_name"] for r in recs] == ["c4s1_000004.jpg", "c4s1_000004.jpg", "c6s3_000005.jpg", "c4s1_000004.jpg"]
     np.testing.assert_array_equal(recs[0]["boxes"], [[2, 2, 10, 10]])
     # a query box is clipped after conversion: x1 = -1 -> 0, x2 = -1 + 20
     np.testing.assert_array_equal(recs[1]["boxes"], [[0, 10, 19, 40]])
