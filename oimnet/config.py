@@ -135,6 +135,17 @@ class SolverCfg:
     LW_BOX_REID: float = key(1.0, "weight of the re-id (OIM/LOIM) loss", range=NON_NEGATIVE)
     CLIP_GRADIENTS: float = key(10.0, "max gradient norm; <= 0 disables clipping")
     AMP: bool = key(True, "ours: float16 autocast + gradient scaling, used only on CUDA")
+    WORLD_SIZE: int = key(
+        1,
+        "ours: data-parallel workers of one run (one GPU each, or CPU gloo workers); "
+        "the step's batch is WORLD_SIZE x INPUT.BATCH_SIZE_TRAIN images",
+        range=POSITIVE,
+    )
+    KEYED_SAMPLING: bool = key(
+        False,
+        "ours: anchor/RoI sampling drawn per image from (seed, epoch, image index), so a run samples "
+        "the same on any WORLD_SIZE; always on when WORLD_SIZE > 1 (off: the release's global-RNG order)",
+    )
 
 
 @dataclass

@@ -258,3 +258,59 @@ def train_detector(rank: int | None, world: int, variant: str) -> dict[str, torc
 
 def detector_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
     return {f"{v}/{k}": t for v in VARIANTS for k, t in train_detector(rank, world, v).items()}
+
+
+# ----------------------------------------------------------------- whole runs (trainer + hooks)
+RUN = {
+    "INPUT.SYNTH.FRAMES": 20,
+    "INPUT.SYNTH.IDENTITIES": 8,
+    "INPUT.BATCH_SIZE_TRAIN": 2,
+    "MODEL.LOSS.LUT_SIZE": 8,
+    "MODEL.LOSS.CQ_SIZE": 16,
+    "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 32,
+    "SOLVER.BASE_LR": 0.003,
+    "DISP_PERIOD": 1,
+}
+MEMORY_KEYS = ("reid_loss.lut", "reid_loss.cq", "reid_loss.cq_head", "running_mean", "running_var")
+
+
+def run_config(out_dir: str, data_root: str, **overrides):
+    from tests.smoke import smoke_config
+
+    opts = dict(RUN)
+    opts.update(overrides)
+    return smoke_config(Path(out_dir), Path(data_root), **{"OUTPUT_DIR": out_dir, **opts})
+
+
+def memory_probe():
+    """A hook recording, after every step, the loss terms and the memory/running statistics of the bare model."""
+    from oimnet.engine.hooks import HookBase
+
+    class MemoryProbe(HookBase):
+        def __init__(self):
+            self.records: dict[str, torch.Tensor] = {}
+
+        def after_step(self) -> None:
+            t = self.trainer
+            for name, value in t.step_output.items():
+                self.records[f"{t.global_step}/loss/{name}"] = torch.tensor(value)
+            for name, buf in t.model.named_buffers():
+                if name.endswith(MEMORY_KEYS):
+                    self.records[f"{t.global_step}/buf/{name}"] = buf.detach().clone()
+
+    return MemoryProbe()
+
+
+def train_run_worker(rank: int, world: int, out_dir: str, data_root: str, overrides: dict) -> dict[str, torch.Tensor]:
+    """``train_run`` of the run config on this rank (WORLD_SIZE = world, no tracking); what a memory probe saw."""
+    from oimnet.engine.trainer import train_run
+
+    cfg = run_config(out_dir, data_root, **{"SOLVER.WORLD_SIZE": world, **overrides})
+    probe = memory_probe()
+    train_run(cfg, track=False, hooks=[probe])
+    return probe.records
+
+
+def memory_of(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    return {k: v for k, v in state.items() if k.endswith(MEMORY_KEYS)}

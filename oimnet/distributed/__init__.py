@@ -8,6 +8,7 @@ from oimnet.distributed.comm import (
     all_gather_rows,
     all_reduce_sum,
     assert_same_across_ranks,
+    broadcast_int,
     collective_device,
     gather_counts,
     get_rank,
@@ -26,6 +27,7 @@ __all__ = [
     "gather_counts",
     "all_gather_rows",
     "all_reduce_sum",
+    "broadcast_int",
     "tensor_digest",
     "assert_same_across_ranks",
 ]

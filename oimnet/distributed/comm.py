@@ -23,6 +23,7 @@ __all__ = [
     "gather_counts",
     "all_gather_rows",
     "all_reduce_sum",
+    "broadcast_int",
     "tensor_digest",
     "assert_same_across_ranks",
 ]
@@ -97,6 +98,15 @@ def all_gather_rows(x: Tensor, counts: list[int] | None = None) -> tuple[Tensor,
     blocks = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(blocks, padded.contiguous())
     return torch.cat([block[:n] for block, n in zip(blocks, counts)]), counts
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
+    if not is_distributed():
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=collective_device())
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def all_reduce_sum(x: Tensor) -> Tensor:

@@ -9,14 +9,17 @@ import torch
 log = logging.getLogger("oimnet")
 
 
-def select_device(cfg) -> torch.device:
+def select_device(cfg, distributed: bool = False) -> torch.device:
     """CUDA device cfg.NVIDIA_DEVICE when cfg.DEVICE asks for CUDA and one exists, else CPU.
 
     Falling back to the CPU is announced once with a warning: a CPU run is for
-    smoke tests; paper-size training needs a GPU.
+    smoke tests; paper-size training needs a GPU.  A rank of a multi-worker
+    run (``distributed``) takes the GPU its launcher made current (Ray Train
+    gives each worker its own) instead of NVIDIA_DEVICE.
     """
     cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    device = choose_device(str(cfg.DEVICE), int(cfg.NVIDIA_DEVICE), cuda_devices)
+    index = torch.cuda.current_device() if distributed and cuda_devices else int(cfg.NVIDIA_DEVICE)
+    device = choose_device(str(cfg.DEVICE), index, cuda_devices)
     if device.type == "cpu" and str(cfg.DEVICE).lower().startswith("cuda"):
         log.warning(
             "DEVICE is %r but no CUDA GPU is available: running on the CPU (slow; fine for the smoke profile)",

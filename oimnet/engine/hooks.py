@@ -15,7 +15,7 @@ A hook subclasses :class:`HookBase` and overrides the stages it needs. The
 A hook reaches everything through ``self.trainer`` (set on registration):
 model, optimizer, scheduler, cfg, out_dir, epoch, global_step, metrics, and
 ``rank`` / ``is_main`` (only the main process, rank 0, writes files and
-tracking records; a run has one process today).
+tracking records; a run has SOLVER.WORLD_SIZE processes).
 
 This module holds the hooks every run has (LR schedule, train-loss
 statistics, checkpoints, evaluation). The MLflow hook lives in
@@ -128,6 +128,33 @@ class CheckpointHook(HookBase):
             return
         t.epoch_checkpoint = save_atomic(t.checkpoint_state(), checkpoint_path(t.out_dir, done))
         log.info("checkpoint %s", t.epoch_checkpoint)
+
+
+class ReplicaCheckHook(HookBase):
+    """Before each checkpoint of a multi-rank run: every rank must hold the same OIM memory and norm statistics.
+
+    A SHA-256 digest of the LUT, queue, queue head and every running
+    mean/var is compared across the ranks (a collective: all ranks run
+    this hook, registered before :class:`CheckpointHook`); a mismatch raises
+    RuntimeError instead of checkpointing one rank's drifted copy.
+    """
+
+    def __init__(self, period: int):
+        self.period = int(period)
+
+    def after_epoch(self) -> None:
+        from oimnet.distributed import assert_same_across_ranks
+
+        t = self.trainer
+        done = t.epoch + 1
+        if t.world_size < 2 or not (done % self.period == 0 or done == t.max_epochs):
+            return
+        state = [
+            buf
+            for name, buf in t.model.named_buffers()
+            if name.endswith(("running_mean", "running_var", "reid_loss.lut", "reid_loss.cq", "reid_loss.cq_head"))
+        ]
+        assert_same_across_ranks(state, f"epoch {done}: OIM memory and norm running statistics")
 
 
 class EvalHook(HookBase):

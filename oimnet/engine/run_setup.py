@@ -68,10 +68,13 @@ def check_lut_size(cfg: DictConfig) -> None:
         )
 
 
-def setup_logging(output_dir: Path) -> logging.Handler:
-    """Log to ``output_dir/train.log`` (and stderr once); returns the file handler to remove later."""
+def setup_logging(output_dir: Path, to_file: bool = True) -> logging.Handler:
+    """Log to ``output_dir/train.log`` (and stderr once); returns the file handler to remove later.
+
+    ``to_file`` False (the other ranks of a multi-worker run): stderr only, a NullHandler is returned.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / "train.log")
+    handler = logging.FileHandler(output_dir / "train.log") if to_file else logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

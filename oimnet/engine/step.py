@@ -58,17 +58,32 @@ class SingleDeviceStep:
             tests run it on the CPU, where torch has autocast and a scaler too).
     """
 
-    def __init__(self, model, optimizer, device: torch.device, weights: dict[str, float], clip: float, amp: bool):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        device: torch.device,
+        weights: dict[str, float],
+        clip: float,
+        amp: bool,
+        sampling_seed: int | None = None,
+    ):
         self.model = model
         self.optimizer = optimizer
         self.device = device
         self.weights = dict(weights)
         self.clip = float(clip)
         self.amp = bool(amp)
+        # Keyed sampling (oimnet.models.sampling): each image's anchors/RoIs drawn from (seed, epoch, index).
+        self.sampling_seed = sampling_seed
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         if self.amp:  # like the release, keep the LUT and queue in float16 under AMP
-            reid_loss = model.roi_heads.reid_loss
+            reid_loss = getattr(model, "module", model).roi_heads.reid_loss
             reid_loss.lut, reid_loss.cq = reid_loss.lut.half(), reid_loss.cq.half()
+
+    def reported(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss values this step reports and checks (one process: its own)."""
+        return values
 
     def run_step(self, batch, step: int, epoch: int) -> dict[str, float]:
         """Train on one batch; ``step`` (1-based, global) and ``epoch`` (1-based) name it in errors.
@@ -77,10 +92,14 @@ class SingleDeviceStep:
         Raises NonFiniteLossError (before any parameter changes) when a term is NaN/inf.
         """
         images, targets = to_device(*batch, self.device)
+        if self.sampling_seed is not None:
+            from oimnet.models.sampling import set_sampling_keys
+
+            set_sampling_keys(self.model, self.sampling_seed, epoch, [int(t["index"]) for t in targets])
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             losses = self.model(images, targets)
         losses = {k: v.float() for k, v in losses.items()}
-        values = {k: v.detach() for k, v in losses.items()}
+        values = self.reported({k: v.detach() for k, v in losses.items()})
         if not bool(torch.stack([torch.isfinite(v).all() for v in values.values()]).all()):
             bad = [k for k, v in values.items() if not torch.isfinite(v).all()]
             raise NonFiniteLossError(
@@ -95,8 +114,12 @@ class SingleDeviceStep:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         items = {k: v.item() for k, v in values.items()}
-        items["loss"] = float(total.detach())
+        items["loss"] = self.total_value(total, items)
         return items
+
+    def total_value(self, total: torch.Tensor, items: dict[str, float]) -> float:
+        """The weighted total this step reports (one process: its own)."""
+        return float(total.detach())
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict()
@@ -104,3 +127,32 @@ class SingleDeviceStep:
     def load_state_dict(self, state: dict | None) -> None:
         if state:
             self.scaler.load_state_dict(state)
+
+
+class DataParallelStep(SingleDeviceStep):
+    """One rank of N: ``model`` is the DDP-wrapped detector (:func:`oimnet.distributed.ddp.wrap_data_parallel`).
+
+    The batch is this rank's share of the global batch; DDP averages the
+    gradients in backward, the OIM memory and the norm statistics are
+    synchronised inside the model, so clipping and the optimizer step see
+    the one-process gradient on every rank. The reported loss terms are the
+    means over the ranks (each rank's re-id loss is scaled so that this mean
+    is the one-process loss), so every rank reports, checks and raises alike.
+    Keyed sampling is always on (``sampling_seed`` is required).
+    """
+
+    def __init__(self, model, optimizer, device, weights, clip, amp, sampling_seed: int):
+        super().__init__(model, optimizer, device, weights, clip, amp, sampling_seed)
+
+    def reported(self, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        import torch.distributed as dist
+
+        names = list(values)
+        stacked = torch.stack([values[k].float() for k in names])
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+        return dict(zip(names, stacked.unbind(0)))
+
+    def total_value(self, total: torch.Tensor, items: dict[str, float]) -> float:
+        # The ranks' mean of the weighted totals: the weighted sum of the mean terms.
+        return sum(self.weights.get(k, 1.0) * v for k, v in items.items())

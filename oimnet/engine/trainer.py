@@ -1,7 +1,10 @@
-"""One training run = one process = one device: build the trainer, register hooks, run.
+"""One training run: build the trainer, register hooks, run.
 
-LUT, circular queue and ProtoNorm statistics live in this process, so a run
-is never split over several GPUs; sweeps run many of these (see tune/).
+A run is one process on one device, or SOLVER.WORLD_SIZE processes (Ray
+Train workers, one device each) that together train like one process on
+the concatenated batch: LUT, queue and ProtoNorm/BatchNorm statistics are
+synchronised (see oimnet.distributed), rank 0 alone writes files and
+tracking records.  Sweeps run many of these (see tune/).
 
 :func:`train_run` is the entry point of ``python -m oimnet.train`` and of
 every Tune trial. Extra hooks (a Tune reporter, a test's failure injection)
@@ -20,13 +23,14 @@ from omegaconf import DictConfig
 
 from oimnet.checkpoint import find_last_checkpoint
 from oimnet.config import to_yaml
+from oimnet.distributed import is_main_process
 from oimnet.engine import seeding
 from oimnet.engine.device import select_device
-from oimnet.engine.hooks import CheckpointHook, EvalHook, HookBase, LRScheduleHook, TrainStatsHook
+from oimnet.engine.hooks import CheckpointHook, EvalHook, HookBase, LRScheduleHook, ReplicaCheckHook, TrainStatsHook
 from oimnet.engine.loop import Trainer
 from oimnet.engine.lr_schedule import build_scheduler
 from oimnet.engine.run_setup import check_lut_size, install_sigterm, prepare_config, setup_logging
-from oimnet.engine.step import SingleDeviceStep, loss_weights
+from oimnet.engine.step import DataParallelStep, SingleDeviceStep, loss_weights
 
 log = logging.getLogger("oimnet")
 
@@ -50,23 +54,54 @@ def load_resume_state(out: Path) -> dict | None:
 
 
 def build_trainer(cfg: DictConfig, state: dict | None) -> Trainer:
-    """Model, data, optimizer, schedule and step strategy of a prepared config; resumed from ``state``."""
-    from oimnet.data import build_train_loader
-    from oimnet.models import build_model
+    """Model, data, optimizer, schedule and step strategy of a prepared config; resumed from ``state``.
 
-    seed = int(state["seed"]) if state else seeding.resolve_seed(int(cfg.SEED))
-    device = select_device(cfg)
+    Under a process group of SOLVER.WORLD_SIZE ranks (Ray Train's workers)
+    each rank gets its share of every global batch, a DDP-wrapped model with
+    synchronised norms and memory, and the :class:`DataParallelStep`; the
+    trainer itself keeps the bare model (checkpoints and evaluation see the
+    same state-dict keys on any world size).
+    """
+    from oimnet.data import build_train_loader
+    from oimnet.distributed import broadcast_int, get_rank, get_world_size
+    from oimnet.distributed.ddp import wrap_data_parallel
+    from oimnet.models import build_model
+    from oimnet.models.sampling import use_keyed_sampling
+
+    rank, world = get_rank(), get_world_size()
+    if world != int(cfg.SOLVER.WORLD_SIZE):
+        raise ValueError(
+            f"SOLVER.WORLD_SIZE {cfg.SOLVER.WORLD_SIZE} but this process is one of {world} "
+            "(start WORLD_SIZE > 1 runs through Ray Train: oimnet.engine.workers / --workers-per-trial)"
+        )
+    seed = broadcast_int(int(state["seed"]) if state else seeding.resolve_seed(int(cfg.SEED)))
+    device = select_device(cfg, distributed=world > 1)
     amp = bool(cfg.SOLVER.AMP) and device.type == "cuda"
     seeding.seed_everything(seed)
     model = build_model(cfg).to(device)
-    loader = build_train_loader(cfg, seed=seed)
+    keyed = bool(cfg.SOLVER.KEYED_SAMPLING) or world > 1
+    if keyed:
+        use_keyed_sampling(model)
+    loader = build_train_loader(cfg, seed=seed, rank=rank, world_size=world)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
-    strategy = SingleDeviceStep(
-        model, optimizer, device, loss_weights(cfg.SOLVER), float(cfg.SOLVER.CLIP_GRADIENTS), amp
-    )
+    step_args = (optimizer, device, loss_weights(cfg.SOLVER), float(cfg.SOLVER.CLIP_GRADIENTS), amp)
+    if world > 1:
+        strategy = DataParallelStep(wrap_data_parallel(model, device), *step_args, sampling_seed=seed)
+    else:
+        strategy = SingleDeviceStep(model, *step_args, sampling_seed=seed if keyed else None)
     trainer = Trainer(
-        cfg, model, optimizer, scheduler, loader, strategy, device=device, out_dir=cfg.OUTPUT_DIR, seed=seed
+        cfg,
+        model,
+        optimizer,
+        scheduler,
+        loader,
+        strategy,
+        device=device,
+        out_dir=cfg.OUTPUT_DIR,
+        seed=seed,
+        rank=rank,
+        world_size=world,
     )
     if state is not None:
         trainer.resume_from(state)
@@ -82,6 +117,7 @@ def default_hooks(cfg: DictConfig, *, track: bool, tracking_uri, parent_run_id, 
     hooks: list[HookBase] = [
         LRScheduleHook(),
         TrainStatsHook(int(cfg.DISP_PERIOD)),
+        ReplicaCheckHook(int(cfg.CKPT_PERIOD)) if int(cfg.SOLVER.WORLD_SIZE) > 1 else None,
         CheckpointHook(int(cfg.CKPT_PERIOD)),
         EvalHook(int(cfg.EVAL_PERIOD), use_gt_at_end=True),
     ]
@@ -112,11 +148,12 @@ def train_run(
     """
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)
-    handler = setup_logging(out)
+    handler = setup_logging(out, to_file=is_main_process())
     restore_sigterm = install_sigterm()
     try:
         check_lut_size(cfg)
-        (out / "config.yaml").write_text(to_yaml(cfg))
+        if is_main_process():  # one writer for the run's files
+            (out / "config.yaml").write_text(to_yaml(cfg))
         trainer = build_trainer(cfg, load_resume_state(out) if resume else None)
         trainer.register_hooks(
             default_hooks(
