@@ -12,7 +12,9 @@ Variants: OIMNet = NORM_TYPE none + LOSS.TYPE OIM; OIMNet++ = protonorm + LOIM;
 OIMNet+++ = OIMNet++ with MODEL.ROI_HEAD.AUGMENT True.
 
 One run uses one device (CUDA device NVIDIA_DEVICE, else the CPU with a
-warning): the LUT, queue and ProtoNorm statistics live in the process.
+warning), or with SOLVER.WORLD_SIZE N > 1 N Ray Train workers (one GPU each,
+else CPU workers with gloo) that train like one process with N x the batch:
+  python -m oimnet.train --cfg experiments/prw.yaml SOLVER.WORLD_SIZE 2
 Every run is recorded in MLflow: MLFLOW_TRACKING_URI, else
 sqlite:///<project>/mlruns/mlflow.db.
 """
@@ -76,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in scalar_metrics(result).items():
                 print(f"{k:>20s}: {v:.4f}")
         else:
-            metrics = train_run(cfg, resume=args.resume, tracking_uri=args.tracking_uri, track=not args.no_tracking)
+            run = train_run
+            if int(cfg.SOLVER.WORLD_SIZE) > 1:  # N synchronised workers through Ray Train
+                from oimnet.engine.workers import train_on_workers as run
+            metrics = run(cfg, resume=args.resume, tracking_uri=args.tracking_uri, track=not args.no_tracking)
             for k, v in metrics.items():
                 print(f"{k:>20s}: {v:.4f}")
     except KeyboardInterrupt:

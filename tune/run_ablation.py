@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue an interrupted sweep (--experiment NAME, default the latest); finished trials are not rerun",
     )
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel Ray Train workers per trial (SOLVER.WORLD_SIZE; one GPU each, else CPU gloo "
+        "workers); N workers train like one process with N x INPUT.BATCH_SIZE_TRAIN (default 1)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun trials that failed")
     p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--experiment", metavar="NAME", help="sweep name (default: <grid>-<profile>-<dataset>-<time>)")
@@ -212,6 +220,10 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
         fail(f"--seeds {args.seeds}: expected a positive integer")
     seeds = list(range(1, args.seeds + 1))
     extra = parse_set(args.set)
+    if args.workers_per_trial < 1:
+        fail(f"--workers-per-trial {args.workers_per_trial}: expected a positive integer")
+    if args.workers_per_trial > 1:
+        extra["SOLVER.WORLD_SIZE"] = args.workers_per_trial
     storage = Path(args.storage).expanduser().resolve()
     name = args.experiment or default_experiment_name(grid.name, args.profile, args.dataset)
     exp_dir = storage / name

@@ -145,6 +145,7 @@ def build_tuner(
     from ray import tune
 
     from tune import trainable as trainable_module
+    from tune.trial_resources import driver_resources
 
     # Workers unpickle the trainable without importing this checkout's tune/.
     ray.cloudpickle.register_pickle_by_value(trainable_module)
@@ -155,8 +156,11 @@ def build_tuner(
         parent_run_id=state.parent_run_id,
         env=state.env,
         hook_factories=tuple(hook_factories),
+        worker_resources=state.resources,
     )
-    fn = tune.with_resources(fn, state.resources)
+    # A multi-worker trial is a Ray Train driver: its workers hold the resources.
+    world = max(int(d["config"].get("SOLVER.WORLD_SIZE", 1)) for d in specs.values())
+    fn = tune.with_resources(fn, driver_resources(state.resources, world))
     exp_dir = Path(state.exp_dir)
     if restore:
         return tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=retry_failed)

@@ -113,6 +113,7 @@ def run_trial(
     parent_run_id: str | None,
     env: dict | None = None,
     hook_factories: tuple = (),
+    worker_resources: dict | None = None,
 ) -> None:
     """Ray Tune entry point.
 
@@ -128,6 +129,9 @@ def run_trial(
         hook_factories: callables returning a HookBase, each called once per
             attempt; their hooks run after the Tune hook (e.g. a test's
             failure injection, given by the program that starts the sweep).
+        worker_resources: what one Ray Train worker asks for when the trial's
+            SOLVER.WORLD_SIZE is above 1 (its "cpu" count; a GPU each on a
+            GPU cluster).
     """
     from ray import tune
 
@@ -143,6 +147,9 @@ def run_trial(
     restored = restore_checkpoint(out)
     if restored:
         print(f"[tune] trial {spec['key']}: restored {restored} from Tune's checkpoint", flush=True)
+    if int(cfg.SOLVER.WORLD_SIZE) > 1:
+        _run_on_workers(cfg, spec, tracking_uri, parent_run_id, env, hook_factories, worker_resources or {})
+        return
     reporter = TuneReportHook()
     final = train_run(
         cfg,
@@ -157,3 +164,24 @@ def run_trial(
         # Restored after its last epoch (stopped while finishing up): nothing
         # was trained in this attempt, so tell Tune the final state once.
         tune.report({**tune_scalars(final), "epoch": float(cfg.SOLVER.MAX_EPOCHS)})
+
+
+def _run_on_workers(cfg, spec, tracking_uri, parent_run_id, env, hook_factories, worker_resources) -> None:
+    """The trial as the driver of SOLVER.WORLD_SIZE Ray Train workers; Ray's TuneReportCallback forwards rank 0's reports."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from oimnet.engine.workers import train_on_workers
+
+    out = Path(cfg.OUTPUT_DIR)
+    train_on_workers(
+        cfg,
+        resume=True,
+        tracking_uri=tracking_uri,
+        mlflow_parent_run_id=parent_run_id,
+        mlflow_tags=spec["tags"],
+        close_stale_run=not list_checkpoints(out),
+        hook_factories=hook_factories,
+        callbacks=[TuneReportCallback()],
+        cpus_per_worker=max(1, int(worker_resources.get("cpu", 1))),
+        env=env,
+    )

@@ -54,6 +54,17 @@ def plan_trial_resources(cluster: dict[str, float], loader_workers: int = 0) -> 
     return {"cpu": min(want, cpus)}, "cpu"
 
 
+def driver_resources(resources: dict[str, float], world_size: int) -> dict[str, float]:
+    """What the Tune trial itself asks for when its run is WORLD_SIZE Ray Train workers.
+
+    The trial is then only the driver of a TorchTrainer whose workers ask for
+    their own GPU/CPU (one ``resources`` bundle each, minus the GPU on a CPU
+    cluster), so it holds no CPU or GPU: otherwise N workers plus a driver
+    would need more than N slots and wait forever on a small machine.
+    """
+    return dict(resources) if world_size <= 1 else {"cpu": 0}
+
+
 def estimate_cpu_hours(n_trials: int, epochs: int, train_images: int, cpus: float) -> float:
     """Lower-bound wall hours of a paper-profile sweep on CPUs only.
 

@@ -1,0 +1,170 @@
+"""One run on SOLVER.WORLD_SIZE data-parallel workers, launched by Ray Train.
+
+A ``ray.train.torch.TorchTrainer`` starts N worker processes, sets up their
+torch process group (NCCL with one GPU per worker, gloo on CPU workers) and
+calls :func:`_worker_loop` on each; every worker runs :func:`train_run` of
+the same config, and :func:`oimnet.engine.trainer.build_trainer` makes the
+workers one synchronised run (each its share of every batch, OIM memory and
+norm statistics identical on all ranks, rank 0 alone writing checkpoints,
+the log file, MLflow records and Tune reports).
+
+Inside a Ray Tune trial (``tune/trainable.py`` with ``--workers-per-trial``)
+the trial function is the driver: it launches this TorchTrainer with Ray's
+``TuneReportCallback``, which forwards rank 0's ``ray.train.report`` calls
+to Tune (the pattern of Ray's guide "Hyperparameter Tuning with Ray Tune"
+for Train V2, the default Train in ray 2.60).  A restarted trial resumes
+from the checkpoints in OUTPUT_DIR (``train_run(resume=True)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from oimnet.engine.hooks import HookBase
+
+log = logging.getLogger("oimnet")
+
+
+class TrainReportHook(HookBase):
+    """After each epoch, on every rank: ``ray.train.report`` (Train V2 expects every worker to report).
+
+    Rank 0 reports {"epoch", epoch metrics} and the epoch's checkpoint file
+    (when one was written); the others report the epoch alone.
+    """
+
+    def after_epoch(self) -> None:
+        import ray.train
+
+        t = self.trainer
+        values = {"epoch": float(t.epoch + 1)}
+        if not t.is_main:
+            ray.train.report(values)
+            return
+        for k, v in t.epoch_metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values[k] = float(v)
+        if t.epoch_checkpoint is None:
+            ray.train.report(values)
+            return
+        with tempfile.TemporaryDirectory(prefix="oimnet-ckpt-") as d:
+            src = Path(t.epoch_checkpoint)
+            try:
+                os.link(src, Path(d) / src.name)
+            except OSError:
+                shutil.copyfile(src, Path(d) / src.name)
+            ray.train.report(values, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _worker_loop(loop_config: dict) -> None:
+    """Runs on every Ray Train worker: the run's config, ``train_run``, then the final metrics reported."""
+    import ray.train
+    import torch
+
+    from oimnet.config import load_config
+    from oimnet.engine.trainer import train_run
+
+    cpus = int(loop_config.get("cpus_per_worker", 1))
+    torch.set_num_threads(max(1, cpus))
+    os.environ.update({str(k): str(v) for k, v in (loop_config.get("env") or {}).items()})
+    cfg = load_config(None, loop_config["config"])
+    hooks = [make() for make in loop_config.get("hook_factories", ())]
+    final = train_run(cfg, hooks=[TrainReportHook(), *hooks], **loop_config.get("run_kwargs", {}))
+    ray.train.report({"final": 1.0, **{k: float(v) for k, v in final.items()}})
+
+
+def flat_config(cfg) -> dict:
+    """{dotted key: value} of a config (what load_config(None, ...) takes back)."""
+    from omegaconf import OmegaConf
+
+    out: dict = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                out[key] = v
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def train_on_workers(
+    cfg,
+    *,
+    resume: bool = False,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    mlflow_parent_run_id: str | None = None,
+    mlflow_tags: dict | None = None,
+    close_stale_run: bool = False,
+    hook_factories: Sequence[Callable[[], HookBase]] = (),
+    callbacks: Sequence = (),
+    cpus_per_worker: int = 1,
+    env: dict | None = None,
+) -> dict:
+    """Train one config on cfg.SOLVER.WORLD_SIZE Ray Train workers; returns rank 0's final metrics.
+
+    GPUs are used (one per worker) when cfg.DEVICE asks for CUDA and the Ray
+    cluster has at least WORLD_SIZE of them; otherwise CPU workers with gloo.
+    Paths in the config must be absolute or are made so here (workers do not
+    share the caller's working directory).  ``callbacks``: Ray Train
+    callbacks (a Tune trial passes ``TuneReportCallback()``).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    n = int(cfg.SOLVER.WORLD_SIZE)
+    if n < 2:
+        raise ValueError(f"SOLVER.WORLD_SIZE {n}: train_on_workers is for 2 or more workers (use train_run)")
+    flat = flat_config(cfg)
+    for key in ("OUTPUT_DIR", "INPUT.DATA_ROOT"):
+        flat[key] = str(Path(flat[key]).expanduser().resolve())
+    if track and tracking_uri is None:
+        from oimnet.engine.tracking import resolve_tracking_uri
+
+        tracking_uri = resolve_tracking_uri(None)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=True)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = str(cfg.DEVICE).lower().startswith("cuda") and gpus >= n
+    if str(cfg.DEVICE).lower().startswith("cuda") and not use_gpu:
+        log.warning(
+            "DEVICE is %r but the Ray cluster has %s GPU(s) for %d workers: CPU workers (gloo)", cfg.DEVICE, gpus, n
+        )
+        flat["DEVICE"] = "cpu"
+    run_kwargs = {
+        "resume": resume,
+        "tracking_uri": tracking_uri,
+        "track": track,
+        "mlflow_parent_run_id": mlflow_parent_run_id,
+        "mlflow_tags": mlflow_tags,
+        "close_stale_run": close_stale_run,
+    }
+    out = Path(flat["OUTPUT_DIR"])
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "config": flat,
+            "run_kwargs": run_kwargs,
+            "hook_factories": tuple(hook_factories),
+            "cpus_per_worker": cpus_per_worker,
+            "env": dict(env or {}),
+        },
+        scaling_config=ScalingConfig(num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(name="ray_train", storage_path=str(out), callbacks=list(callbacks)),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    metrics = dict(result.metrics or {})
+    metrics.pop("final", None)
+    metrics.pop("epoch", None)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
