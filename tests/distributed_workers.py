@@ -28,7 +28,14 @@ def _entry(rank: int, world: int, port: int, out_dir: str, fn_name: str, args: t
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        result = globals()[fn_name](rank, world, *args)
+        if ":" in fn_name:  # "module:function" of another importable module
+            import importlib
+
+            module, name = fn_name.split(":")
+            fn = getattr(importlib.import_module(module), name)
+        else:
+            fn = globals()[fn_name]
+        result = fn(rank, world, *args)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     except Exception:
         (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
