@@ -145,10 +145,11 @@ def build_tuner(
     from ray import tune
 
     from tune import trainable as trainable_module
-    from tune.trial_resources import driver_resources
+    from tune.trial_resources import driver_resources, worker_cpus
 
     # Workers unpickle the trainable without importing this checkout's tune/.
     ray.cloudpickle.register_pickle_by_value(trainable_module)
+    world = max(int(d["config"].get("SOLVER.WORLD_SIZE", 1)) for d in specs.values())
     fn = tune.with_parameters(
         trainable_module.run_trial,
         specs=specs,
@@ -156,10 +157,9 @@ def build_tuner(
         parent_run_id=state.parent_run_id,
         env=state.env,
         hook_factories=tuple(hook_factories),
-        worker_resources=state.resources,
+        worker_resources={"cpu": worker_cpus(state.resources, world)},
     )
     # A multi-worker trial is a Ray Train driver: its workers hold the resources.
-    world = max(int(d["config"].get("SOLVER.WORLD_SIZE", 1)) for d in specs.values())
     fn = tune.with_resources(fn, driver_resources(state.resources, world))
     exp_dir = Path(state.exp_dir)
     if restore:

@@ -182,6 +182,6 @@ def _run_on_workers(cfg, spec, tracking_uri, parent_run_id, env, hook_factories,
         close_stale_run=not list_checkpoints(out),
         hook_factories=hook_factories,
         callbacks=[TuneReportCallback()],
-        cpus_per_worker=max(1, int(worker_resources.get("cpu", 1))),
+        cpus_per_worker=float(worker_resources.get("cpu", 1)),
         env=env,
     )

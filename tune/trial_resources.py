@@ -54,15 +54,23 @@ def plan_trial_resources(cluster: dict[str, float], loader_workers: int = 0) -> 
     return {"cpu": min(want, cpus)}, "cpu"
 
 
+DRIVER_CPU = 0.01  # what a multi-worker trial (a Ray Train driver) holds itself; Ray refuses an empty bundle
+
+
 def driver_resources(resources: dict[str, float], world_size: int) -> dict[str, float]:
     """What the Tune trial itself asks for when its run is WORLD_SIZE Ray Train workers.
 
     The trial is then only the driver of a TorchTrainer whose workers ask for
-    their own GPU/CPU (one ``resources`` bundle each, minus the GPU on a CPU
-    cluster), so it holds no CPU or GPU: otherwise N workers plus a driver
-    would need more than N slots and wait forever on a small machine.
+    their own GPU/CPU (:func:`worker_cpus` each, and one GPU each on a GPU
+    cluster), so it holds a token CPU share: otherwise N workers plus a
+    driver would need more than N slots and wait forever on a small machine.
     """
-    return dict(resources) if world_size <= 1 else {"cpu": 0}
+    return dict(resources) if world_size <= 1 else {"cpu": DRIVER_CPU}
+
+
+def worker_cpus(resources: dict[str, float], world_size: int) -> float:
+    """CPUs one of the WORLD_SIZE workers asks for: the per-trial CPU count, less its share of the driver's token."""
+    return max(DRIVER_CPU, float(resources.get("cpu", 1)) - DRIVER_CPU / max(1, world_size))
 
 
 def estimate_cpu_hours(n_trials: int, epochs: int, train_images: int, cpus: float) -> float:

@@ -68,8 +68,7 @@ def _worker_loop(loop_config: dict) -> None:
     from oimnet.config import load_config
     from oimnet.engine.trainer import train_run
 
-    cpus = int(loop_config.get("cpus_per_worker", 1))
-    torch.set_num_threads(max(1, cpus))
+    torch.set_num_threads(max(1, round(float(loop_config.get("cpus_per_worker", 1)))))
     os.environ.update({str(k): str(v) for k, v in (loop_config.get("env") or {}).items()})
     cfg = load_config(None, loop_config["config"])
     hooks = [make() for make in loop_config.get("hook_factories", ())]
@@ -106,7 +105,7 @@ def train_on_workers(
     close_stale_run: bool = False,
     hook_factories: Sequence[Callable[[], HookBase]] = (),
     callbacks: Sequence = (),
-    cpus_per_worker: int = 1,
+    cpus_per_worker: float = 1.0,
     env: dict | None = None,
 ) -> dict:
     """Train one config on cfg.SOLVER.WORLD_SIZE Ray Train workers; returns rank 0's final metrics.
