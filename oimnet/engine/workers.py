@@ -73,7 +73,8 @@ def _worker_loop(loop_config: dict) -> None:
     cfg = load_config(None, loop_config["config"])
     hooks = [make() for make in loop_config.get("hook_factories", ())]
     final = train_run(cfg, hooks=[TrainReportHook(), *hooks], **loop_config.get("run_kwargs", {}))
-    ray.train.report({"final": 1.0, **{k: float(v) for k, v in final.items()}})
+    # Last report = the run's final state ("epoch" = MAX_EPOCHS: a sweep counts the trial finished by it).
+    ray.train.report({**{k: float(v) for k, v in final.items()}, "epoch": float(cfg.SOLVER.MAX_EPOCHS)})
 
 
 def flat_config(cfg) -> dict:
@@ -164,6 +165,5 @@ def train_on_workers(
     if result.error is not None:
         raise result.error
     metrics = dict(result.metrics or {})
-    metrics.pop("final", None)
     metrics.pop("epoch", None)
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
