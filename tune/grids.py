@@ -10,6 +10,7 @@ A grid is data (``experiments/grids/<name>.yaml``)::
       - {name: OIMNet++, paper_label: OIMNet++, overrides: {KEY: VALUE}}
     axes:                                  # optional, crossed with the rows
       MODEL.LOSS.OIM_EPS: [0.0, 0.1]
+    search: {...}                          # optional: sample configs instead (tune/search.py)
 
 ``datasets`` and ``profiles`` default to ``experiments/grids/_common.yaml``;
 a grid's own ``profiles.<name>`` mapping is merged key by key over the common
@@ -31,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from oimnet.config import ConfigError, flatten, flatten_mapping, load_config, read_yaml_mapping
+from tune.search import Search, SearchError, parse_search
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID_DIR = PROJECT_ROOT / "experiments" / "grids"
 COMMON_FILE = GRID_DIR / "_common.yaml"
 
-_TOP_KEYS = {"name", "description", "datasets", "profiles", "fixed", "rows", "axes"}
+_TOP_KEYS = {"name", "description", "datasets", "profiles", "fixed", "rows", "axes", "search"}
 _ROW_KEYS = {"name", "paper_label", "overrides"}
 
 
@@ -64,6 +66,7 @@ class Grid:
     fixed: dict[str, Any]
     rows: list[Row]
     axes: dict[str, list[Any]]
+    search: Search | None = None  # a `search:` section (tune/search.py)
 
 
 @dataclass
@@ -203,6 +206,12 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(v, list) or not v:
             raise GridError(f"{shown}: axes.{k}: expected a non-empty list of values, got {v!r}")
 
+    search = None
+    if data.get("search") is not None:
+        try:
+            search = parse_search(data["search"], f"{shown}: search")
+        except SearchError as e:
+            raise GridError(str(e)) from None
     return Grid(
         path=path,
         name=str(data.get("name") or path.stem),
@@ -212,6 +221,7 @@ def load_grid(path: str | Path) -> Grid:
         fixed=fixed,
         rows=rows,
         axes=axes,
+        search=search,
     )
 
 

@@ -40,6 +40,7 @@ from tune.sweep import (
     load_trials,
     reopen_parent,
     save_trials,
+    search_outcome,
     start_parent,
     sweep_status,
     trial_outcome,
@@ -173,6 +174,23 @@ def synthetic_root(specs: list) -> str:
     return f"{DEFAULT_SYNTH_ROOT}-{'-'.join(parts)}"
 
 
+def print_search(search: dict) -> None:
+    sched = search.get("scheduler")
+    print(
+        f"search: {search['num_samples']} samples of the configuration above, {search['algorithm']} sampling, "
+        f"{search['mode']}imising {search['metric']}"
+        + (
+            f"; ASHA (grace period {sched['grace_period'] or 'EVAL_PERIOD'} epochs, reduction factor "
+            f"{sched['reduction_factor']})"
+            if sched
+            else "; no early stopping"
+        )
+    )
+    for key, dist in search["space"].items():
+        kind, args = next(iter(dist.items()))
+        print(f"  {key}: {kind}{args}")
+
+
 def print_trial_table(specs: list, resources: dict, device: str, file=sys.stdout) -> None:
     rows = [("key", "row", "seed", "overrides", "resources")]
     for s in specs:
@@ -251,6 +269,8 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
             f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
             f"a sweep's runs live in one MLflow experiment"
         )
+    if grid.search is not None:
+        check_search(grid, specs)
     workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in specs)
     resources, device = plan_trial_resources(cluster or {"CPU": 1}, workers)
     state = SweepState(
@@ -267,8 +287,32 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
         device=device,
         env=_env_pairs(args.trial_env),
         created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        search=grid.search.to_dict() if grid.search else None,
     )
     return state, {"grid": grid, "cluster": cluster, "data_root": data_root}, specs
+
+
+def check_search(grid, specs: list) -> None:
+    """A searched grid: one base configuration, one seed, searched keys and ASHA settings valid for it."""
+    from tune.search import SearchError, check_against_config
+
+    shown = grid.path.name
+    if len(specs) != 1:
+        rows = sorted({s.row for s in specs})
+        seeds = sorted({s.seed for s in specs})
+        if len(seeds) > 1:
+            raise GridError(
+                f"{shown}: a searched grid trains each sampled configuration once (seed 1); "
+                f"drop --seeds {len(seeds)} (rerun the best configuration with seeds as a plain grid)"
+            )
+        raise GridError(
+            f"{shown}: search: the rows and axes expand to {len(rows)} configurations "
+            f"({', '.join(rows)}); a search starts from exactly one"
+        )
+    try:
+        check_against_config(grid.search, specs[0].config, f"{shown}: search")
+    except SearchError as e:
+        raise GridError(str(e)) from None
 
 
 def _tags(state: SweepState, spec) -> dict[str, str]:
@@ -313,6 +357,16 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
         table.write_text(text)
         files = [table, *plots]
         print("\n" + text)
+        if state.search:
+            from tune.search import Search, best_and_plot
+
+            best, search_plots = best_and_plot(
+                state.tracking_uri, state.parent_run_id, Search.from_dict(state.search), exp_dir / "plots"
+            )
+            (exp_dir / "best.txt").write_text(best + "\n")
+            files += [exp_dir / "best.txt", *search_plots]
+            plots = [*plots, *search_plots]
+            print(best)
     except ValueError as e:
         print(f"(no table: {e})")
         plots = []
@@ -370,6 +424,8 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
             )
             print(f"{where}: {format_resources(cluster)}; data root {spec_list[0].config['INPUT.DATA_ROOT']}")
             print_trial_table(spec_list, resources, device)
+            if state.search:
+                print_search(state.search)
             return 0
         if Path(state.exp_dir).exists():
             fail(
@@ -417,11 +473,21 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
             hook_factories=hook_factories,
         )
         results = tuner.fit()
-        outcome = trial_outcome(results, specs)
+        if state.search:
+            outcome = search_outcome(results, specs, int(state.search["num_samples"]))
+        else:
+            outcome = trial_outcome(results, specs)
         status = sweep_status(outcome)
     except KeyboardInterrupt:
         status = "KILLED"
     finally:
+        if state.search:  # also after Ctrl-C: the trials ASHA stopped end FINISHED, whatever killed their process
+            from tune.search import close_stopped_runs
+
+            try:
+                close_stopped_runs(state.exp_dir, state.tracking_uri, state.parent_run_id)
+            except Exception as e:
+                print(f"warning: could not close the MLflow runs of early-stopped trials: {e}", file=sys.stderr)
         files: list[Path] = []
         if status != "KILLED":
             files = report(state, outcome, time.time() - t_start)

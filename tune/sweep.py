@@ -13,11 +13,13 @@ Folder layout (``<storage>/<experiment>/``)::
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from oimnet.engine.tracking import RunLogger, get_client
+from tune.search import Search, param_space, scheduler, search_alg
 
 STATE_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
@@ -40,6 +42,7 @@ class SweepState:
     env: dict = field(default_factory=dict)
     parent_run_id: str | None = None
     created: str = ""
+    search: dict | None = None  # tune.search.Search.to_dict() of a searched grid, else None
 
     def save(self) -> None:
         path = Path(self.exp_dir) / STATE_FILE
@@ -162,8 +165,47 @@ def build_tuner(
     # A multi-worker trial is a Ray Train driver: its workers hold the resources.
     fn = tune.with_resources(fn, driver_resources(state.resources, world))
     exp_dir = Path(state.exp_dir)
+    search = Search.from_dict(state.search)
+    callbacks = []
+    if search is not None:
+        # The metric exists only at evaluation epochs; Tune would reject the other epochs' reports.
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+        base = next(iter(specs.values()))
+        from tune.search_runtime import EarlyStopToMlflow
+
+        callbacks.append(
+            EarlyStopToMlflow(
+                state.exp_dir, state.tracking_uri, state.parent_run_id, int(base["config"]["SOLVER.MAX_EPOCHS"])
+            )
+        )
     if restore:
+        # The search algorithm, the scheduler and the callbacks come back from the experiment state.
         return tune.Tuner.restore(str(exp_dir), trainable=fn, resume_unfinished=True, resume_errored=retry_failed)
+    run_config = tune.RunConfig(
+        name=exp_dir.name,
+        storage_path=str(exp_dir.parent),
+        failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks or None,
+        verbose=1,
+    )
+    if search is not None:
+        ((key, base),) = specs.items()
+        return tune.Tuner(
+            fn,
+            param_space=param_space(search, key),
+            tune_config=tune.TuneConfig(
+                num_samples=search.num_samples,
+                metric=search.metric,
+                mode=search.mode,
+                search_alg=search_alg(search, max_concurrent),
+                scheduler=scheduler(search, base["config"]),
+                max_concurrent_trials=None,  # the search algorithm carries the limit itself
+                trial_name_creator=_search_trial_name,
+                trial_dirname_creator=_search_trial_name,
+            ),
+            run_config=run_config,
+        )
     return tune.Tuner(
         fn,
         param_space={"trial": tune.grid_search(list(specs))},
@@ -173,14 +215,38 @@ def build_tuner(
             trial_name_creator=_trial_name,
             trial_dirname_creator=_trial_name,
         ),
-        run_config=tune.RunConfig(
-            name=exp_dir.name,
-            storage_path=str(exp_dir.parent),
-            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=1,
-        ),
+        run_config=run_config,
     )
+
+
+def _search_trial_name(trial) -> str:
+    """<base key>-<Tune's trial id>: unique per sampled configuration."""
+    return f"{trial.config['trial']}-{trial.trial_id}"
+
+
+def search_outcome(results, specs: dict[str, dict], num_samples: int) -> dict[str, list[str]]:
+    """As :func:`trial_outcome` for a searched grid (keys are trial names); a trial the scheduler
+    stopped (its last result is marked done before the epoch budget) counts as finished, and
+    samples never started count as unfinished."""
+    out: dict[str, list[str]] = {"finished": [], "errored": [], "unfinished": []}
+    epochs = int(next(iter(specs.values()))["config"]["SOLVER.MAX_EPOCHS"])
+    n = 0
+    for r in results:
+        n += 1
+        m = r.metrics or {}
+        name = str(m.get("trial_id", n))
+        try:
+            name = Path(r.path).name
+        except (TypeError, AttributeError):
+            pass
+        if r.error is not None:
+            out["errored"].append(name)
+        elif int(m.get("epoch", 0) or 0) >= epochs or (m.get("done") and int(m.get("epoch", 0) or 0) > 0):
+            out["finished"].append(name)
+        else:
+            out["unfinished"].append(name)
+    out["unfinished"] += [f"(sample {i + 1} not started)" for i in range(n, num_samples)]
+    return out
 
 
 def trial_outcome(results, specs: dict[str, dict]) -> dict[str, list[str]]:

@@ -106,6 +106,24 @@ def limit_threads() -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
+def searched_spec(spec: dict, values: dict, trial_name: str) -> dict:
+    """A searched grid's trial: the base spec with the sampled values, its own folder and MLflow labels.
+
+    The row label is the sampled values (``BASE_LR=0.0123 OIM_EPS=0.171``) and
+    the paper label is empty: a sampled configuration is not a paper method.
+    """
+    values = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
+    label = " ".join(
+        f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in values.items()
+    )
+    cfg = dict(spec["config"])
+    cfg.update(values)
+    cfg["OUTPUT_DIR"] = str(Path(cfg["OUTPUT_DIR"]).parent / trial_name)
+    cfg["MLFLOW.RUN_NAME"] = f"{label} s{spec['seed']}"
+    tags = {**spec["tags"], "row": label, "paper_label": "", "trial": trial_name, "search_base": spec["row"]}
+    return {**spec, "key": trial_name, "row": label, "paper_label": "", "config": cfg, "tags": tags}
+
+
 def run_trial(
     config: dict,
     specs: dict,
@@ -118,7 +136,8 @@ def run_trial(
     """Ray Tune entry point.
 
     Args:
-        config: Tune's param space sample, ``{"trial": <TrialSpec key>}``.
+        config: Tune's param space sample, ``{"trial": <TrialSpec key>}``, plus
+            ``"search": {config key: sampled value}`` in a searched grid.
         specs: key -> TrialSpec as a dict (``config`` holds the full flat config
             with absolute paths, ``tags`` the MLflow child tags).
         tracking_uri: absolute MLflow URI (a trial's cwd is its own folder).
@@ -139,6 +158,8 @@ def run_trial(
     from oimnet.engine.trainer import train_run
 
     spec = specs[config["trial"]]
+    if config.get("search"):
+        spec = searched_spec(spec, config["search"], tune.get_context().get_trial_name())
     limit_threads()
     os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
     cfg = load_config(None, spec["config"])
