@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
             from tune.search import close_stopped_runs
 
             try:
-                close_stopped_runs(state.exp_dir, state.tracking_uri, state.parent_run_id)
+                close_stopped_runs(state.tracking_uri, state.parent_run_id)
             except Exception as e:
                 print(f"warning: could not close the MLflow runs of early-stopped trials: {e}", file=sys.stderr)
         files: list[Path] = []

@@ -29,7 +29,6 @@ stopped by ASHA ends its MLflow run FINISHED with the tag ``stopped_early``
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,9 +253,6 @@ def label(values: dict[str, Any]) -> str:
     return " ".join(f"{k.split('.')[-1]}={fmt(v)}" for k, v in values.items())
 
 
-STOPPED_FILE = "stopped_early.json"  # in the sweep folder: {trial name: epoch} of the trials ASHA stopped
-
-
 def mark_stopped(tracking_uri: str, parent_run_id: str, trial_name: str, epoch: int) -> str | None:
     """End the MLflow child run of a trial ASHA stopped: FINISHED, tag stopped_early=<epoch>. Its id or None.
 
@@ -280,33 +276,22 @@ def mark_stopped(tracking_uri: str, parent_run_id: str, trial_name: str, epoch: 
     return None
 
 
-def record_stopped(exp_dir: str | Path, trial_name: str, epoch: int) -> None:
-    path = Path(exp_dir) / STOPPED_FILE
-    data = read_stopped(exp_dir)
-    data[trial_name] = int(epoch)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
+def close_stopped_runs(tracking_uri: str, parent_run_id: str) -> int:
+    """After fit(): every child run tagged stopped_early ends FINISHED (the trial's process may have
+    marked it KILLED after the callback tagged it). Returns how many were changed."""
+    from oimnet.engine.tracking import get_client
 
-
-def read_stopped(exp_dir: str | Path) -> dict[str, int]:
-    path = Path(exp_dir) / STOPPED_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def close_stopped_runs(exp_dir: str | Path, tracking_uri: str, parent_run_id: str) -> int:
-    """After fit(): every trial ASHA stopped has its MLflow run FINISHED with stopped_early (however its
-    process ended). Returns how many."""
-    stopped = read_stopped(exp_dir)
-    for name, epoch in stopped.items():
-        mark_stopped(tracking_uri, parent_run_id, name, epoch)
-    return len(stopped)
+    client = get_client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000
+    )
+    changed = 0
+    for r in runs:
+        if STOPPED_TAG in r.data.tags and r.info.status != "FINISHED":
+            client.set_terminated(r.info.run_id, "FINISHED")
+            changed += 1
+    return changed
 
 
 # ----------------------------------------------------------------- reporting

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
-from tune.search import mark_stopped, record_stopped
+from tune.search import mark_stopped
 
 
 class OptunaOnEvalEpochs(OptunaSearch):
@@ -32,19 +32,18 @@ class EarlyStopToMlflow(Callback):
     Tune marks the result it stops a trial on ``done`` before the callbacks
     see it; a trial that ends by itself never has ``done`` on an epoch below
     the budget. Ray then stops the trial's process abruptly (the trainer may
-    mark its own run KILLED on the way out), so the stop is also recorded in
-    the sweep folder and the run closed again once fit() returns.
+    mark its own run KILLED on the way out), so the tagged runs are closed
+    again once fit() returns (``close_stopped_runs``).
     """
 
-    def __init__(self, exp_dir: str, tracking_uri: str, parent_run_id: str, max_epochs: int):
-        self.exp_dir, self.tracking_uri, self.parent_run_id = exp_dir, tracking_uri, parent_run_id
+    def __init__(self, tracking_uri: str, parent_run_id: str, max_epochs: int):
+        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
         self.max_epochs = int(max_epochs)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         epoch = int(result.get("epoch", 0) or 0)
         if result.get("done") and 0 < epoch < self.max_epochs:
             try:
-                record_stopped(self.exp_dir, str(trial), epoch)  # closed again after fit(): see close_stopped_runs
                 mark_stopped(self.tracking_uri, self.parent_run_id, str(trial), epoch)
             except Exception as e:  # bookkeeping must not end the sweep
                 print(f"[tune] could not mark the MLflow run of {trial} stopped: {e}", flush=True)
