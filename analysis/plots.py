@@ -76,8 +76,10 @@ def write_plots(
         present = [r for r in rows if ds in r.run_ids]
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        # per epoch: the validation mAP when the runs had a split (the test split is scored only at the end)
+        curve = "val_mAP" if any((ds, "val_mAP") in r.cells for r in present) else "mAP"
         for r in present:
-            ep, mean, half = map_history(client, r.run_ids[ds])
+            ep, mean, half = map_history(client, r.run_ids[ds], curve)
             if not len(ep):
                 continue
             (line,) = ax.plot(ep, mean, marker="o", label=r.row)
@@ -85,8 +87,8 @@ def write_plots(
                 ax.fill_between(ep, mean - half, mean + half, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("mAP (%)")
-        ax.set_title(f"{name}: mAP per epoch (mean over seeds, band: 95 % CI)")
+        ax.set_ylabel(f"{'validation' if curve == 'val_mAP' else 'test'} mAP (%)")
+        ax.set_title(f"{name}: {curve} per epoch (mean over seeds, band: 95 % CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -217,6 +217,19 @@ class MlflowCfg:
 
 
 @dataclass
+class ValCfg:
+    """Ours: an identity-disjoint validation split carved from the training set (oimnet.data.splits)."""
+
+    ENABLED: bool = key(
+        False,
+        "hold out training identities for validation (tune on val_mAP, test once at the end); "
+        "false = the release's protocol (all training ids, test every EVAL_PERIOD)",
+    )
+    FRACTION: float = key(0.1, "share of the training identities held out", range=Range(0, 0.9, True))
+    SEED: int = key(0, "seed of the held-out identities, the queries and the CUHK-SYSU distractors")
+
+
+@dataclass
 class Config:
     INPUT: InputCfg = field(default_factory=InputCfg)
     SOLVER: SolverCfg = field(default_factory=SolverCfg)
@@ -238,6 +251,7 @@ class Config:
     SEED: int = key(1, "random seed; negative: pick one (it is logged)")
     OUTPUT_DIR: str = key("./output", "checkpoints, logs and results of the run")
     MLFLOW: MlflowCfg = field(default_factory=MlflowCfg)
+    VAL: ValCfg = field(default_factory=ValCfg)
 
 
 def schema_fields(cls=Config, prefix: str = ""):

@@ -154,12 +154,18 @@ def test_one_seed_says_nothing_can_be_concluded(tmp_path):
             tags={"row": row, "row_index": str(idx), "paper_label": row, "seed": "1", "dataset": "synthetic"},
         )
         run.log_params({**params, "SEED": 1})
-        run.log_metrics({"mAP": m, "top1": m}, step=1)
+        run.log_metrics({"mAP": m, "top1": m, "val_mAP": m / 2}, step=1)
         run.end("FINISHED")
     text, _ = make_table(parent_ids=[parent.run_id], tracking_uri=uri)
     assert "Δ vs" not in text and "p=" not in text
+    # trained with a validation split: the test numbers, with the validation mAP beside them
+    assert (
+        text.splitlines()[0]
+        == "| row | paper label | config | seeds | Synthetic mAP | Synthetic val mAP | Synthetic top-1 |"
+    )
+    assert "val mAP: the identity-disjoint validation split" in text
     assert "One seed per row: no intervals and no tests, so nothing can be concluded" in text
-    assert "| OIMNet++ | OIMNet++ | LOSS.TYPE=LOIM ROI_HEAD.NORM_TYPE=protonorm | 1 | 60.0 | 60.0 |" in text
+    assert "| OIMNet++ | OIMNet++ | LOSS.TYPE=LOIM ROI_HEAD.NORM_TYPE=protonorm | 1 | 60.0 | 30.0 | 60.0 |" in text
 
 
 def test_paper_label_contradicted_by_params_gets_no_published_value(tmp_path):

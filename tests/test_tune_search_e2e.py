@@ -4,7 +4,9 @@ The trials train a tiny generated world for 3 epochs. ASHA needs a metric
 that differs between trials from the first epoch; on this world an untrained
 detector scores mAP 0 everywhere, so the test ranks on the training loss,
 whose scale the searched loss weight sets (the shipped grid ranks on
-val_mAP; the scheduler and its bookkeeping are the same).
+val_mAP; the scheduler and its bookkeeping are the same). The trials hold
+out a validation split: val metrics every epoch, the test split once at the
+end (so a stopped trial has no test numbers).
 """
 
 import json
@@ -33,12 +35,14 @@ profiles:
     EVAL_PERIOD: 1
     INPUT.MIN_SIZE: 128
     INPUT.MAX_SIZE: 160
-    INPUT.SYNTH.IDENTITIES: 12
-    INPUT.SYNTH.FRAMES: 24
+    INPUT.SYNTH.IDENTITIES: 20
+    INPUT.SYNTH.FRAMES: 30
+    VAL.ENABLED: true
+    VAL.FRACTION: 0.25
     MODEL.RPN.POST_NMS_TOPN_TRAIN: 100
     MODEL.RPN.POST_NMS_TOPN_TEST: 50
     MODEL.ROI_HEAD.BATCH_SIZE_TRAIN: 32
-    MODEL.LOSS.LUT_SIZE: 20
+    MODEL.LOSS.LUT_SIZE: 100
     MODEL.LOSS.CQ_SIZE: 50
 fixed: {MODEL.ROI_HEAD.NORM_TYPE: protonorm, MODEL.LOSS.TYPE: LOIM}
 rows:
@@ -119,6 +123,12 @@ def test_asha_search_stops_trials_early_and_resumes(tmp_path):
     for n, tag, _ in stopped.values():  # fewer epochs in their MLflow runs, and the tag says when
         assert n < 3 and int(tag) == n
     assert all(n == 3 for n, _, _ in full.values())
+    for c in finished:
+        val_steps = sorted(m.step for m in client.get_metric_history(c.info.run_id, "val_mAP"))
+        test_steps = [m.step for m in client.get_metric_history(c.info.run_id, "mAP")]
+        n = epochs[c.data.tags["trial"]][0]
+        assert val_steps == list(range(1, n + 1))
+        assert test_steps == ([3] if n == 3 else [])
     # the stopped ones had the larger loss weights (a larger training loss at the rung)
     assert min(w for _, _, w in stopped.values()) > min(w for _, _, w in full.values())
     assert "search: 4 trials with train_loss" in r.stdout and "stopped early by ASHA" in r.stdout

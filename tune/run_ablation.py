@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (repeatable)"
     )
     p.add_argument(
+        "--release-protocol",
+        action="store_true",
+        help="the authors' protocol: train on every training identity and evaluate the test split every "
+        "EVAL_PERIOD (= --set VAL.ENABLED=false); default: tune on a held-out validation split",
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="print the trial table (row, seed, overrides, resources) and exit"
     )
     p.add_argument(
@@ -242,6 +248,8 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
         fail(f"--workers-per-trial {args.workers_per_trial}: expected a positive integer")
     if args.workers_per_trial > 1:
         extra["SOLVER.WORLD_SIZE"] = args.workers_per_trial
+    if args.release_protocol:
+        extra["VAL.ENABLED"] = False
     storage = Path(args.storage).expanduser().resolve()
     name = args.experiment or default_experiment_name(grid.name, args.profile, args.dataset)
     exp_dir = storage / name

@@ -174,9 +174,7 @@ def build_tuner(
         from tune.search_runtime import EarlyStopToMlflow
 
         callbacks.append(
-            EarlyStopToMlflow(
-                state.exp_dir, state.tracking_uri, state.parent_run_id, int(base["config"]["SOLVER.MAX_EPOCHS"])
-            )
+            EarlyStopToMlflow(state.tracking_uri, state.parent_run_id, int(base["config"]["SOLVER.MAX_EPOCHS"]))
         )
     if restore:
         # The search algorithm, the scheduler and the callbacks come back from the experiment state.

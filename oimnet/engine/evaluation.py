@@ -34,7 +34,9 @@ def load_eval_records(cfg):
 
 
 @torch.no_grad()
-def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final", use_gt: bool = False) -> dict:
+def evaluate_model(
+    model, cfg, device, out_dir: str | Path, tag: str = "final", use_gt: bool = False, records: tuple | None = None
+) -> dict:
     """Run the model over gallery and query, score the protocol, write files.
 
     Writes ``eval_cache.pth`` (the release's cache format) and
@@ -42,6 +44,9 @@ def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final", 
     ``use_gt``: gallery boxes are the ground truth (as EVAL_USE_GT True); the
     files are then ``eval_cache_gt.pth`` and ``results_<tag>.json`` only, so
     ``results.json`` stays the detector's result.
+    ``records``: (gallery, query, CUHK-SYSU protocol or None) to evaluate
+    instead of the test split (a validation split); only
+    ``results_<tag>.json`` is written then, the test split's files stay.
     Returns the full result dict (scalars + per-query top-10).
     """
     from oimnet.eval import evaluate_cache, save_cache, write_results_json
@@ -55,14 +60,17 @@ def evaluate_model(model, cfg, device, out_dir: str | Path, tag: str = "final", 
     was_training = model.training
     model.eval()
     try:
-        cache = compute_eval_cache(model, cfg, device)
+        cache = compute_eval_cache(model, cfg, device, records[:2] if records is not None else None)
     finally:
         model.train(was_training)
-    save_cache(out_dir / ("eval_cache_gt.pth" if use_gt else "eval_cache.pth"), cache)
-    gallery, query, protocol = load_eval_records(cfg)
+    if records is None:
+        save_cache(out_dir / ("eval_cache_gt.pth" if use_gt else "eval_cache.pth"), cache)
+        gallery, query, protocol = load_eval_records(cfg)
+    else:
+        gallery, query, protocol = records
     result = evaluate_cache(cfg, cache, gallery, query, protocol)
     write_results_json(out_dir / f"results_{tag}.json", result)
-    if not use_gt:
+    if not use_gt and records is None:
         write_results_json(out_dir / "results.json", result)
     log.info("evaluation (%s): %s", tag, json.dumps({k: round(v, 4) for k, v in scalar_metrics(result).items()}))
     return result

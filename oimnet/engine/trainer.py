@@ -53,8 +53,11 @@ def load_resume_state(out: Path) -> dict | None:
     return torch.load(last, map_location="cpu", weights_only=True)
 
 
-def build_trainer(cfg: DictConfig, state: dict | None) -> Trainer:
+def build_trainer(cfg: DictConfig, state: dict | None, train_records: list | None = None) -> Trainer:
     """Model, data, optimizer, schedule and step strategy of a prepared config; resumed from ``state``.
+
+    ``train_records``: the training images to use instead of the dataset's
+    training split (the rest of it under a validation split).
 
     Under a process group of SOLVER.WORLD_SIZE ranks (Ray Train's workers)
     each rank gets its share of every global batch, a DDP-wrapped model with
@@ -82,7 +85,7 @@ def build_trainer(cfg: DictConfig, state: dict | None) -> Trainer:
     keyed = bool(cfg.SOLVER.KEYED_SAMPLING) or world > 1
     if keyed:
         use_keyed_sampling(model)
-    loader = build_train_loader(cfg, seed=seed, rank=rank, world_size=world)
+    loader = build_train_loader(cfg, seed=seed, records=train_records, rank=rank, world_size=world)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     step_args = (optimizer, device, loss_weights(cfg.SOLVER), float(cfg.SOLVER.CLIP_GRADIENTS), amp)
@@ -108,19 +111,30 @@ def build_trainer(cfg: DictConfig, state: dict | None) -> Trainer:
     return trainer
 
 
-def default_hooks(cfg: DictConfig, *, track: bool, tracking_uri, parent_run_id, tags, close_stale) -> list[HookBase]:
+def default_hooks(
+    cfg: DictConfig, *, track: bool, tracking_uri, parent_run_id, tags, close_stale, run_split=None
+) -> list[HookBase]:
     """LR schedule, loss statistics, checkpoints, evaluation, and MLflow when ``track``.
 
-    Order matters: statistics and evaluation fill ``trainer.epoch_metrics``
-    before the MLflow hook logs them.
+    Evaluation: the test split every EVAL_PERIOD epochs; with a validation
+    split (``run_split``, see :mod:`oimnet.engine.validation`) the
+    validation split every EVAL_PERIOD epochs and the test split once,
+    after the last. Order matters: statistics and evaluation fill
+    ``trainer.epoch_metrics`` before the MLflow hook logs them.
     """
     hooks: list[HookBase] = [
         LRScheduleHook(),
         TrainStatsHook(int(cfg.DISP_PERIOD)),
         ReplicaCheckHook(int(cfg.CKPT_PERIOD)) if int(cfg.SOLVER.WORLD_SIZE) > 1 else None,
         CheckpointHook(int(cfg.CKPT_PERIOD)),
-        EvalHook(int(cfg.EVAL_PERIOD), use_gt_at_end=True),
     ]
+    if run_split is not None:
+        from oimnet.engine.validation import ValEvalHook
+
+        hooks.append(ValEvalHook(int(cfg.EVAL_PERIOD), run_split))
+        hooks.append(EvalHook(int(cfg.SOLVER.MAX_EPOCHS), use_gt_at_end=True))
+    else:
+        hooks.append(EvalHook(int(cfg.EVAL_PERIOD), use_gt_at_end=True))
     if track:
         from oimnet.engine.mlflow_hook import MLflowHook
 
@@ -146,15 +160,22 @@ def train_run(
     KILLED (Ctrl-C / SIGTERM), never RUNNING. ``track=False``: no MLflow (it
     need not be installed). ``hooks`` run after the default hooks.
     """
+    from oimnet.engine.validation import prepare_val_split
+
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)
     handler = setup_logging(out, to_file=is_main_process())
     restore_sigterm = install_sigterm()
     try:
-        check_lut_size(cfg)
+        # VAL.ENABLED: train on the identities left after the hold-out, LUT sized for them
+        cfg, run_split = prepare_val_split(cfg)
+        if run_split is None:
+            check_lut_size(cfg)
         if is_main_process():  # one writer for the run's files
             (out / "config.yaml").write_text(to_yaml(cfg))
-        trainer = build_trainer(cfg, load_resume_state(out) if resume else None)
+        trainer = build_trainer(
+            cfg, load_resume_state(out) if resume else None, run_split.records.train if run_split else None
+        )
         trainer.register_hooks(
             default_hooks(
                 cfg,
@@ -163,6 +184,7 @@ def train_run(
                 parent_run_id=mlflow_parent_run_id,
                 tags=mlflow_tags,
                 close_stale=close_stale_run,
+                run_split=run_split,
             )
         )
         trainer.register_hooks(hooks)

@@ -69,8 +69,9 @@ def _query(model, device, loader) -> tuple[list, list, list]:
     return dets, feats, box_feats
 
 
-def compute_eval_cache(model, cfg, device) -> dict:
-    """Gallery detections/features and query features of the test split.
+def compute_eval_cache(model, cfg, device, records: tuple[list, list] | None = None) -> dict:
+    """Gallery detections/features and query features of the test split
+    (or of ``records`` = (gallery records, query records), e.g. a validation split).
 
     ``cfg.EVAL_USE_GT``: gallery detections are the ground-truth boxes with
     score 1, embedded from the boxes. Runs under no_grad in eval mode on
@@ -82,8 +83,9 @@ def compute_eval_cache(model, cfg, device) -> dict:
     model.eval()
     model.to(device)
     try:
-        gallery_dets, gallery_feats = _gallery(model, cfg, device, build_test_loader(cfg, "gallery"))
-        query_dets, query_feats, query_box_feats = _query(model, device, build_test_loader(cfg, "query"))
+        gallery_recs, query_recs = records if records is not None else (None, None)
+        gallery_dets, gallery_feats = _gallery(model, cfg, device, build_test_loader(cfg, "gallery", gallery_recs))
+        query_dets, query_feats, query_box_feats = _query(model, device, build_test_loader(cfg, "query", query_recs))
     finally:
         model.train(was_training)
     return {
