@@ -146,7 +146,7 @@ def test_bad_grid_messages_name_the_file_and_row(tmp_path, body, expected):
 
 
 def test_unknown_grid_name_lists_the_shipped_grids():
-    with pytest.raises(GridError, match="available: eps, micro, table3"):
+    with pytest.raises(GridError, match="available: eps, lr_eps, methods, micro, table3"):
         resolve_grid_path("tabel3")
 
 
