@@ -73,7 +73,15 @@ def _load_data(cfg):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     cfg = config_from_args(args.cfg, args.opts)
-    from oimnet.eval import CacheError, evaluate_cache, format_table, load_cache, save_cache, write_results_json
+    from oimnet.eval import (
+        CacheError,
+        dataset_identity,
+        evaluate_cache,
+        format_table,
+        load_cache,
+        save_cache,
+        write_results_json,
+    )
     from oimnet.eval.results import scalar_items
 
     if not args.cache and not args.ckpt:
@@ -81,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.ckpt:
             cache = _cache_from_checkpoint(cfg, args.ckpt)
-            if args.cache:
-                save_cache(args.cache, cache)
         else:
             cache = load_cache(args.cache)
         gallery, query, protocol = _load_data(cfg)
+        if args.ckpt and args.cache:
+            save_cache(args.cache, cache, dataset_identity(str(cfg.INPUT.DATASET), gallery, query))
         name = f"eval cache {args.cache}" if args.cache else f"eval cache computed from {args.ckpt}"
         metrics = evaluate_cache(
             cfg, cache, gallery, query, protocol, multi_view=args.multi_view or None, cache_name=name

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in scalar_metrics(result).items():
                 print(f"{k:>20s}: {v:.4f}")
         else:
+            if cfg.MODEL.BACKBONE.WEIGHTS:  # a bad file is named before any MLflow run exists
+                from oimnet.models.backbone import read_imagenet_state
+
+                read_imagenet_state(str(cfg.MODEL.BACKBONE.WEIGHTS), str(cfg.MODEL.BACKBONE.NAME))
             run = train_run
             if int(cfg.SOLVER.WORLD_SIZE) > 1:  # N synchronised workers through Ray Train
                 from oimnet.engine.workers import train_on_workers as run

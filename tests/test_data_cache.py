@@ -86,3 +86,54 @@ def test_unwritable_root_falls_back_to_user_cache(tmp_path, monkeypatch):
     rewrite_annotation(root, 8)
     os.utime(ann, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _pid(root) == 5
+
+
+class _Plant:
+    """Unpickling this runs ``open(marker, 'w')``: proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickles_never_run(tmp_path):
+    import pickle
+
+    root = str(tmp_path / "prw")
+    make_prw(root, pid=5)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"key": "x", "value": _Plant(str(marker))})
+    in_root, _ = cache_locations(root, "prw-annotations")
+    # the old cache name, and a pickle under the new name
+    for name in (".oimnet-cache-prw-annotations.pkl", os.path.basename(in_root)):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(payload)
+    assert _pid(root) == 5
+    assert not marker.exists()
+    # an .npz whose member is an object array (it would need pickle to load)
+    np.savez(
+        in_root, __tree__=np.frombuffer(b'{"version": 4}', np.uint8), a0=np.array([_Plant(str(marker))], dtype=object)
+    )
+    assert _pid(root) == 5
+    assert not marker.exists()
+
+
+def test_well_formed_but_inconsistent_cache_is_rebuilt(tmp_path):
+    from oimnet.data import cache
+
+    root = str(tmp_path / "prw")
+    make_prw(root, pid=5)
+    path = cache_locations(root, "prw-annotations")[0]
+    assert _pid(root) == 5
+    with np.load(path, allow_pickle=False) as npz:
+        import json
+
+        key = json.loads(bytes(npz["__tree__"]).decode())["key"]
+    value = cache.read_cache(path, key)
+    value["splits"]["train"]["pids"] = np.array([1, 2, 3])  # more pids than boxes
+    value["splits"]["train"]["relpaths"] = ["../../etc/passwd"]
+    assert cache.write_cache(path, key, value)
+    assert _pid(root) == 5
+    assert load_records("PRW", root, "train")[0]["img_path"].startswith(root)

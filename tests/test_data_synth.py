@@ -104,6 +104,31 @@ def test_check_lists_missing_files(tmp_path):
     assert rc == 1 and "frame_train.mat: file not found" in report["problems"][0]
 
 
+def test_check_lists_truncated_and_corrupt_jpegs(tmp_path):
+    root = str(tmp_path / "w")
+    generate(root, "prw", **{**SMALL, "frames": 12})
+    frames = sorted(os.listdir(os.path.join(root, "frames")))
+    truncated, corrupt = (os.path.join(root, "frames", n) for n in frames[:2])
+    with open(truncated, "rb") as f:
+        data = f.read()
+    with open(truncated, "wb") as f:
+        f.write(data[: len(data) // 2])  # a download cut off half way
+    with open(corrupt, "wb") as f:
+        f.write(b"<html>404 not found</html>")
+    rc, report = _check_json("PRW", root)
+    assert rc == 1 and report["problem_count"] == 2
+    assert any(p.startswith(f"frames/{frames[0]}: unreadable image") and "truncated" in p for p in report["problems"])
+    assert any(p.startswith(f"frames/{frames[1]}: unreadable image") for p in report["problems"])
+    text = subprocess.run(
+        [sys.executable, "-m", "oimnet.data.check", "--dataset", "PRW", "--root", root],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert text.returncode == 1 and "no problems found" not in text.stdout and frames[0] in text.stdout
+
+
 def test_generation_is_deterministic(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     settings = {**SMALL, "frames": 8}

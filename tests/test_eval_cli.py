@@ -168,3 +168,46 @@ def test_usage_errors_exit_2_with_a_clear_message(worlds, capsys, tmp_path):
         capsys, ["--cache", worlds["PRW"][1], "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", str(tmp_path / "no_dataset")]
     )
     assert code == 2 and "no_dataset" in err
+
+
+def test_cache_with_an_image_without_detections_is_rescored(worlds, tmp_path, capsys):
+    """What the trainer writes when the model finds nothing in a gallery
+    image: a (0, 5) float32 array, which protocol-2 pickles call bytes() for."""
+    import numpy as np
+
+    from oimnet.eval import dataset_identity
+
+    root, _, gallery, query = worlds["PRW"]
+    cache = random_cache(gallery, query, seed=2)
+    dim = cache["gallery_feats"][1].shape[1]
+    cache["gallery_dets"][0] = np.zeros((0, 5), np.float32)
+    cache["gallery_feats"][0] = np.zeros((0, dim), np.float32)
+    path = tmp_path / "eval_cache.pth"
+    save_cache(path, cache, dataset_identity("PRW", gallery, query))
+    assert main(["--cache", str(path), "--json", "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", root]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["mAP"] <= 1.0
+
+
+def test_cache_of_another_dataset_with_same_sizes_is_refused(worlds, tmp_path, capsys):
+    import shutil
+
+    import scipy.io
+
+    from oimnet.eval import dataset_identity
+
+    root, _, gallery, query = worlds["PRW"]
+    other = str(tmp_path / "other")
+    shutil.copytree(root, other)
+    ann = os.path.join(other, "annotations", gallery[0]["img_name"] + ".mat")
+    boxes = scipy.io.loadmat(ann)["box_new"]
+    boxes[0, 1] += 3.0  # one box moved: same sizes, other annotations
+    scipy.io.savemat(ann, {"box_new": boxes})
+    g2, q2 = load_records("PRW", other, "gallery"), load_records("PRW", other, "query")
+    assert (len(g2), len(q2)) == (len(gallery), len(query))
+    path = tmp_path / "other_cache.pth"
+    save_cache(path, random_cache(g2, q2, seed=1), dataset_identity("PRW", g2, q2))
+    with pytest.raises(SystemExit) as e:
+        main(["--cache", str(path), "INPUT.DATASET", "PRW", "INPUT.DATA_ROOT", root])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "annotation_digest" in err and "another dataset" in err

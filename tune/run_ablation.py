@@ -18,22 +18,31 @@ else sqlite:///<project>/mlruns/mlflow.db. At the end the table is printed
 (analysis/make_tables.py) and PNGs are written to <sweep folder>/plots.
 
 Exit status: 0 all trials finished, 1 some trial failed, 2 usage / grid
-error, 130 interrupted (continue with --resume).
+error, 130 interrupted (Ctrl-C) and 143 terminated (SIGTERM; continue
+either with --resume). After the driver was killed (kill -9), the next
+sweep or --resume under the same --storage ends what is left of the local
+Ray cluster it had started.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+from oimnet.tracking_store import StoreError, prepare_store
+from tune import local_ray
 from tune.grids import GridError, expand, load_grid, parse_set, resolve_grid_path
 from tune.sweep import (
     MAX_FAILURES,
+    SweepError,
     SweepState,
     build_tuner,
+    check_restorable,
+    check_resume_store,
     default_experiment_name,
     end_parent,
     latest_sweep,
@@ -215,13 +224,39 @@ def _cluster_resources(address: str | None) -> dict:
     return {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
 
 
+_LOCAL_SESSION: list[str] = []  # session folder of the local Ray this driver started
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ctx = ray.init(include_dashboard=False, log_to_driver=True)
+        _LOCAL_SESSION.append(ctx.address_info["session_dir"])
+    # Ray's core installs its own SIGTERM handler (it logs and aborts, exit -6): put ours back.
+    signal.signal(signal.SIGTERM, _TERMINATED)
+
+
+class _Terminated:
+    """SIGTERM (a scheduler, ``docker stop``) handled like Ctrl-C: passed on to
+    whatever handles SIGINT now (Ray Tune's graceful stop during fit, else
+    KeyboardInterrupt); ``got`` says it came."""
+
+    def __init__(self):
+        self.got = False
+
+    def __call__(self, signum, frame):
+        self.got = True
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not self:
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+
+_TERMINATED = _Terminated()
 
 
 def _count_train_images(dataset: str, root: str) -> int:
@@ -405,14 +440,32 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
         fail(f"--max-concurrent {args.max_concurrent}: expected a positive integer")
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     t_start = time.time()
+    terminated = _TERMINATED
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        return _main(args, address, t_start, terminated, hook_factories)
+    except KeyboardInterrupt:  # before the sweep started: nothing to mark
+        print("\ninterrupted before the sweep started", file=sys.stderr)
+        return 143 if terminated.got else 130
+
+
+def _main(args, address, t_start, terminated, hook_factories: tuple) -> int:
+    if not args.dry_run:
+        local_ray.end_dead_clusters(Path(args.storage).expanduser().resolve())
 
     if args.resume:
         storage = Path(args.storage).expanduser().resolve()
         exp_dir = storage / args.experiment if args.experiment else latest_sweep(storage)
         if exp_dir is None or not (exp_dir / "sweep.json").is_file():
             fail(f"--resume: no sweep {'named ' + args.experiment if args.experiment else ''} under {storage}")
-        state = SweepState.load(exp_dir)
-        specs = load_trials(exp_dir)
+        try:
+            check_restorable(exp_dir)  # before reading anything from it
+            state = SweepState.load(exp_dir)
+            specs = load_trials(exp_dir)
+            check_resume_store(state, args.tracking_uri)
+            prepare_store(state.tracking_uri)
+        except (SweepError, StoreError) as e:
+            fail(str(e))
         print(f"resuming sweep {state.experiment} ({len(specs)} trials) from {exp_dir}")
         if args.dry_run:
             return 0
@@ -439,6 +492,10 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
             fail(
                 f"--experiment {state.experiment}: {state.exp_dir} exists; use --resume to continue it, or another name"
             )
+        try:
+            prepare_store(state.tracking_uri)  # a bad store fails here, before Ray starts
+        except StoreError as e:
+            fail(str(e), 1)
         if args.dataset != "synthetic" and not Path(ctx["data_root"]).is_dir():
             fail(f"--data-root {ctx['data_root']}: not a directory; point it at the {args.dataset} download")
 
@@ -459,17 +516,25 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
         specs = _finalize_specs(state, spec_list, resources, device)
         Path(state.exp_dir).mkdir(parents=True, exist_ok=True)
         trials_file = save_trials(state.exp_dir, specs)
-        state.save()
-        state.parent_run_id = start_parent(state, len(specs), [trials_file, Path(state.grid_file)])
-        state.save()
+        try:
+            state.parent_run_id = start_parent(state, len(specs), [trials_file, Path(state.grid_file)])
+        except StoreError as e:
+            trials_file.unlink(missing_ok=True)
+            fail(str(e), 1)
+        state.save()  # only now: a sweep.json always names an existing parent run
         print(
             f"sweep {state.experiment}: {len(specs)} trials, each {format_resources(resources)} on {device}; "
             f"MLflow parent run {state.parent_run_id}"
         )
     else:
         _init_ray(address)
-        reopen_parent(state)
+        try:
+            reopen_parent(state, len(specs), [Path(state.exp_dir) / "trials.json"])
+        except (SweepError, StoreError) as e:
+            fail(str(e), 2)
 
+    if _LOCAL_SESSION:
+        local_ray.record(state.exp_dir, _LOCAL_SESSION[0])
     status, outcome = "FAILED", None
     try:
         tuner = build_tuner(
@@ -500,13 +565,15 @@ def main(argv: list[str] | None = None, hook_factories: tuple = ()) -> int:
         if status != "KILLED":
             files = report(state, outcome, time.time() - t_start)
         end_parent(state, status, files)
+        local_ray.forget(state.exp_dir)
     if status == "KILLED":
         print(
-            f"\ninterrupted: MLflow parent run {state.parent_run_id} marked KILLED. Continue with:\n"
+            f"\ninterrupted{' (SIGTERM)' if terminated.got else ''}: MLflow parent run {state.parent_run_id} "
+            f"and its unfinished child runs marked KILLED. Continue with:\n"
             f"  python tune/run_ablation.py --resume --experiment {state.experiment}"
             + (f" --storage {Path(state.exp_dir).parent}" if Path(state.exp_dir).parent != DEFAULT_STORAGE else "")
         )
-        return 130
+        return 143 if terminated.got else 130
     if status == "FAILED":
         print(
             f"some trials failed after {MAX_FAILURES} retries: {', '.join(outcome['errored'])}; "

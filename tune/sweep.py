@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from tune.search import Search, param_space, scheduler, search_alg
 STATE_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
 MAX_FAILURES = 2
+
+
+class SweepError(ValueError):
+    """A sweep folder that cannot be resumed as it is; the message says why."""
 
 
 @dataclass
@@ -51,10 +56,14 @@ class SweepState:
 
     @classmethod
     def load(cls, exp_dir: str | Path) -> SweepState:
+        """Read sweep.json (plain JSON; SweepError when missing or malformed)."""
         path = Path(exp_dir) / STATE_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{exp_dir}: not a sweep folder ({STATE_FILE} missing)")
-        return cls(**json.loads(path.read_text()))
+            raise SweepError(f"{exp_dir}: not a sweep folder ({STATE_FILE} missing)")
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as e:
+            raise SweepError(f"{path}: not a sweep state written by run_ablation.py ({e})") from e
 
 
 def save_trials(exp_dir: str | Path, specs: dict[str, dict]) -> Path:
@@ -64,7 +73,11 @@ def save_trials(exp_dir: str | Path, specs: dict[str, dict]) -> Path:
 
 
 def load_trials(exp_dir: str | Path) -> dict[str, dict]:
-    return json.loads((Path(exp_dir) / TRIALS_FILE).read_text())
+    path = Path(exp_dir) / TRIALS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SweepError(f"{path}: cannot be read ({e})") from e
 
 
 def latest_sweep(storage: Path) -> Path | None:
@@ -107,16 +120,50 @@ def start_parent(state: SweepState, n_trials: int, artifacts: list[Path]) -> str
     return run.run_id
 
 
-def reopen_parent(state: SweepState) -> None:
-    """--resume: the same parent run goes back to RUNNING."""
-    get_client(state.tracking_uri).update_run(state.parent_run_id, status="RUNNING")
+def check_resume_store(state: SweepState, requested_uri: str | None) -> None:
+    """--resume continues in the store the sweep was tracked in: a different
+    --tracking-uri / MLFLOW_TRACKING_URI is refused (SweepError)."""
+    from oimnet.engine.tracking import resolve_tracking_uri
+
+    requested = requested_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if requested and resolve_tracking_uri(requested) != state.tracking_uri:
+        how = "--tracking-uri" if requested_uri else "MLFLOW_TRACKING_URI"
+        raise SweepError(
+            f"--resume: sweep {state.experiment} is tracked in {state.tracking_uri}, but {how} is "
+            f"{resolve_tracking_uri(requested)}; drop {how} (or point it at the sweep's store)"
+        )
+
+
+def reopen_parent(state: SweepState, n_trials: int, artifacts: list[Path]) -> None:
+    """--resume: the same parent run goes back to RUNNING. A sweep folder
+    without one (left by a driver that died while creating it) gets a new
+    parent run, saved in sweep.json. A parent id the store does not have
+    raises SweepError naming both."""
+    client = get_client(state.tracking_uri)
+    if not state.parent_run_id:
+        state.parent_run_id = start_parent(state, n_trials, artifacts)
+        state.save()
+        print(f"sweep {state.experiment} had no MLflow parent run: created {state.parent_run_id}")
+        return
+    try:
+        client.get_run(state.parent_run_id)
+    except Exception as e:  # noqa: BLE001 - mlflow's RESOURCE_DOES_NOT_EXIST
+        raise SweepError(
+            f"--resume: the sweep's parent run {state.parent_run_id} is not in the MLflow store "
+            f"{state.tracking_uri} ({Path(state.exp_dir) / STATE_FILE}); was the store moved or "
+            f"replaced?"
+        ) from e
+    client.update_run(state.parent_run_id, status="RUNNING")
 
 
 def end_parent(state: SweepState, status: str, artifacts: list[Path] = ()) -> None:
     """FINISHED / FAILED / KILLED; never raises (it runs on the way out)."""
     if not state.parent_run_id:
         return
-    run = RunLogger(get_client(state.tracking_uri), state.parent_run_id)
+    client = get_client(state.tracking_uri)
+    run = RunLogger(client, state.parent_run_id)
+    if status != "FINISHED":
+        _kill_running_children(client, state.parent_run_id)
     for a in artifacts:
         try:
             run.log_artifact(a, "summary")
@@ -125,7 +172,77 @@ def end_parent(state: SweepState, status: str, artifacts: list[Path] = ()) -> No
     run.end(status)
 
 
+def _kill_running_children(client, parent_run_id: str) -> None:
+    """Child runs still RUNNING when the sweep stops (their trial was stopped
+    with the driver) become KILLED; --resume sets them RUNNING again."""
+    try:
+        exp = client.get_run(parent_run_id).info.experiment_id
+        for child in client.search_runs(
+            [exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+        ):
+            client.set_terminated(child.info.run_id, "KILLED")
+    except Exception as e:  # noqa: BLE001 - never raise on the way out
+        print(f"warning: could not mark the child runs of {parent_run_id} KILLED: {e}", file=sys.stderr)
+
+
 # ----------------------------------------------------------------- Ray
+def _private_group(gid: int) -> bool:
+    """True when no other user is in group gid (a per-user group, as with umask 002)."""
+    import getpass
+    import grp
+    import pwd
+
+    try:
+        me = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        me = getpass.getuser()
+    try:
+        members = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return False
+    members |= {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid}
+    return members <= {me}
+
+
+def check_restorable(exp_dir: str | Path) -> None:
+    """Refuse (SweepError) to let Ray restore a sweep folder someone else could
+    have written: ``Tuner.restore`` unpickles ``tuner.pkl`` (and pickles kept in
+    its JSON state files), which runs whatever code they hold.
+
+    The folder, each .pkl/.json file in it, each trial folder and the .pkl
+    files in those must be owned by the current user and writable by no one
+    else: not by others, and not by a group another user is in (a per-user
+    group, as a umask of 002 gives, is fine). Symbolic links there are refused.
+    """
+    import stat
+
+    exp_dir = Path(exp_dir)
+    uid = os.getuid()
+    paths = [exp_dir]
+    for p in sorted(exp_dir.iterdir()):
+        if p.suffix in (".pkl", ".json") or p.is_dir():
+            paths.append(p)
+        if p.is_dir() and not p.is_symlink():
+            paths.extend(sorted(p.glob("*.pkl")))
+    for p in paths:
+        st = p.lstat()
+        why = None
+        if stat.S_ISLNK(st.st_mode):
+            why = "is a symbolic link"
+        elif st.st_uid != uid:
+            why = f"is owned by uid {st.st_uid}, not by you (uid {uid})"
+        elif st.st_mode & stat.S_IWOTH:
+            why = f"is writable by others (mode {stat.filemode(st.st_mode)})"
+        elif st.st_mode & stat.S_IWGRP and not _private_group(st.st_gid):
+            why = f"is writable by group {st.st_gid}, which other users are in (mode {stat.filemode(st.st_mode)})"
+        if why:
+            raise SweepError(
+                f"--resume: refusing to restore {exp_dir}: {p} {why}. Ray unpickles the sweep's "
+                f"state, which runs code; only resume sweeps from a --storage you trust (check the "
+                f"files, then chown/chmod go-w them)"
+            )
+
+
 def _trial_name(trial) -> str:
     return trial.config["trial"]
 

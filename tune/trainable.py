@@ -93,6 +93,27 @@ def restore_checkpoint(output_dir: Path) -> str | None:
         return src.name
 
 
+def _finished_run_metrics(output_dir: Path, tracking_uri: str, max_epochs: int) -> dict | None:
+    """The last metrics of this trial's MLflow run if it already ended
+    FINISHED after all ``max_epochs`` epochs, else None. A driver killed just
+    after a trial ended may not have saved that in Tune's state, and --resume
+    would start the trial again (from an older Tune checkpoint)."""
+    id_file = output_dir / "mlflow_run_id"
+    if not id_file.is_file():
+        return None
+    from oimnet.engine.tracking import get_client
+
+    try:
+        client = get_client(tracking_uri)
+        run = client.get_run(id_file.read_text().strip())
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch_time_s")]
+    except Exception:  # an unreadable id or store: train as usual
+        return None
+    if run.info.status != "FINISHED" or not steps or max(steps) < max_epochs:
+        return None
+    return dict(run.data.metrics)
+
+
 def limit_threads() -> None:
     """One torch thread per CPU the trial was given: trials share the machine, and
     oversubscribed OpenMP threads spin-wait (several times slower on 2 cores)."""
@@ -165,6 +186,11 @@ def run_trial(
     cfg = load_config(None, spec["config"])
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
+    finished = _finished_run_metrics(out, tracking_uri, int(cfg.SOLVER.MAX_EPOCHS))
+    if finished is not None:
+        print(f"[tune] trial {spec['key']}: its MLflow run already finished all epochs; not retrained", flush=True)
+        tune.report({**tune_scalars(finished), "epoch": float(cfg.SOLVER.MAX_EPOCHS)})
+        return
     restored = restore_checkpoint(out)
     if restored:
         print(f"[tune] trial {spec['key']}: restored {restored} from Tune's checkpoint", flush=True)

@@ -36,7 +36,7 @@ def _resolve_root(dataset: str, root: str, synth_kwargs: dict | None = None) -> 
 
 # --------------------------------------------------------------- records
 def _pack(records: list[dict], root: str) -> dict:
-    """Records -> a few flat arrays (fast to pickle); image paths root-relative."""
+    """Records -> a few flat arrays (cached as plain data); image paths root-relative."""
     counts = np.array([len(r["pids"]) for r in records], dtype=np.int64)
     return {
         "names": [r["img_name"] for r in records],
@@ -75,7 +75,50 @@ def _parsed(fmt: str, root: str, use_cache: bool) -> dict:
             splits, stats = prw.parse_prw(root), {}
         return {"splits": {s: _pack(r, root) for s, r in splits.items()}, "stats": stats}
 
-    return cache.load_or_build(root, f"{fmt}-annotations", cache.fingerprint(root, files, dirs), build, use_cache)
+    return cache.load_or_build(
+        root, f"{fmt}-annotations", cache.fingerprint(root, files, dirs), build, use_cache, validate=_valid_parsed
+    )
+
+
+def _valid_packed(p: dict) -> bool:
+    """A cached split (see _pack) whose arrays agree with each other."""
+    n = len(p["names"])
+    off, boxes, pids = p["offsets"], p["boxes"], p["pids"]
+    return (
+        len(p["relpaths"]) == n
+        and all(isinstance(x, str) for x in p["names"] + p["relpaths"])
+        and not any(os.path.isabs(r) or ".." in r.split(os.sep) for r in p["relpaths"])
+        and p["cams"].shape == (n,)
+        and off.shape == (n + 1,)
+        and off.dtype.kind == "i"
+        and int(off[0]) == 0
+        and bool(np.all(np.diff(off) >= 0))
+        and boxes.ndim == 2
+        and boxes.shape[1] == 4
+        and boxes.dtype.kind == "f"
+        and pids.shape == (int(off[-1]),)
+        and boxes.shape[0] == int(off[-1])
+        and pids.dtype.kind == "i"
+    )
+
+
+def _valid_parsed(value: dict) -> bool:
+    return (
+        set(value["splits"]) == {"train", "gallery", "query"}
+        and isinstance(value["stats"], dict)
+        and all(_valid_packed(p) for p in value["splits"].values())
+    )
+
+
+def _valid_protocol(entries: list) -> bool:
+    return all(
+        len(e) == 2
+        and all(isinstance(n, str) for n in e[0])
+        and e[1].ndim == 2
+        and e[1].shape == (len(e[0]), 4)
+        and e[1].dtype.kind == "f"
+        for e in entries
+    )
 
 
 def load_records(
@@ -134,6 +177,7 @@ def load_cuhk_protocol(root: str, gallery_size: int, use_cache: bool = True) -> 
             key,
             lambda: cuhk.protocol_entries(root, gallery_size, queries),
             use_cache,
+            validate=_valid_protocol,
         )
     return [
         [{"img_name": n, "box": None if np.isnan(b[0]) else b.copy()} for n, b in zip(names, boxes)]

@@ -49,7 +49,7 @@ def evaluate_model(
     ``results_<tag>.json`` is written then, the test split's files stay.
     Returns the full result dict (scalars + per-query top-10).
     """
-    from oimnet.eval import evaluate_cache, save_cache, write_results_json
+    from oimnet.eval import dataset_identity, evaluate_cache, save_cache, write_results_json
     from oimnet.models.inference import compute_eval_cache
 
     if use_gt:
@@ -64,8 +64,9 @@ def evaluate_model(
     finally:
         model.train(was_training)
     if records is None:
-        save_cache(out_dir / ("eval_cache_gt.pth" if use_gt else "eval_cache.pth"), cache)
         gallery, query, protocol = load_eval_records(cfg)
+        identity = dataset_identity(str(cfg.INPUT.DATASET), gallery, query)
+        save_cache(out_dir / ("eval_cache_gt.pth" if use_gt else "eval_cache.pth"), cache, identity)
     else:
         gallery, query, protocol = records
     result = evaluate_cache(cfg, cache, gallery, query, protocol)

@@ -56,9 +56,15 @@ def _artifact_root(uri: str) -> str | None:
 
 
 def get_client(uri: str | None = None):
+    """A client of the resolved store; a new sqlite store is created and
+    migrated once, under a file lock (oimnet.tracking_store)."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=resolve_tracking_uri(uri))
+    from oimnet.tracking_store import prepare_store
+
+    uri = resolve_tracking_uri(uri)
+    prepare_store(uri)
+    return MlflowClient(tracking_uri=uri)
 
 
 def get_or_create_experiment(client, name: str) -> str:

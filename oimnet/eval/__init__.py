@@ -6,7 +6,7 @@ so a saved eval cache can be re-scored (``python -m oimnet.evaluate``).
 
 from .ap import average_precision
 from .api import evaluate_cache
-from .cache import CacheError, load_cache, normalize_cache, save_cache
+from .cache import CacheError, check_identity, dataset_identity, load_cache, normalize_cache, save_cache
 from .detection import detection_metrics
 from .results import format_table, write_results_json
 
@@ -16,6 +16,8 @@ __all__ = [
     "load_cache",
     "normalize_cache",
     "CacheError",
+    "dataset_identity",
+    "check_identity",
     "detection_metrics",
     "average_precision",
     "write_results_json",

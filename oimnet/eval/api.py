@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from oimnet.constants import DATASETS
 
-from .cache import CacheError, normalize_cache
+from .cache import CacheError, check_identity, dataset_identity, normalize_cache
 from .detection import detection_metrics
 from .protocols import cuhk_full_set_task, cuhk_task, has_test_pids, prw_task
 from .search import SEARCH_SCORE_THRESH, build_gallery_index, run_search
@@ -40,7 +40,8 @@ def evaluate_cache(
     cfg: uses INPUT.DATASET (synthetic = PRW protocol), EVAL_USE_CBGM,
     EVAL_USE_GT (only reported: with GT the cache simply holds GT boxes with
     score 1), EVAL_GALLERY_SIZE (CUHK-SYSU, default 100, -1 = full set).
-    cache: see oimnet.eval.cache; gallery/query: records in cache order;
+    cache: see oimnet.eval.cache (one that records its dataset must match
+    INPUT.DATASET and the records, else CacheError); gallery/query: records in cache order;
     protocol: CUHK-SYSU per-query gallery lists (load_cuhk_protocol); needed
     unless gallery_size is -1. multi_view: PRW main metrics on the
     cross-camera variant (both variants are always reported for PRW).
@@ -63,6 +64,8 @@ def evaluate_cache(
     if gallery_size is None:
         gallery_size = int(_cfg(cfg, "EVAL_GALLERY_SIZE", 100))
 
+    if isinstance(cache, dict) and isinstance(cache.get("dataset"), dict):
+        check_identity(cache, dataset_identity(dataset, gallery, query), where=cache_name)
     c = normalize_cache(cache, len(gallery), len(query), where=cache_name)
     k1, k2 = CBGM_K["CUHK-SYSU" if is_cuhk else "PRW"]
     context = None

@@ -10,19 +10,32 @@ A cache is a dict of lists, one entry per image in dataset order::
 
 Entries may be NumPy arrays or torch tensors (an empty list also means no
 detection). ``query_dets``/``query_feats`` may be missing or empty lists when
-CBGM is not used. Files are ``torch.save`` pickles of such a dict; they are
-loaded with ``weights_only=True`` and only NumPy's array types allowed.
+CBGM is not used. Caches written by this project also hold ``dataset``:
+the identity of the dataset they were computed on (see dataset_identity),
+checked before scoring so that a cache of another dataset with the same
+split sizes is refused by name. Files are ``torch.save`` pickles of such a
+dict; they are loaded with ``weights_only=True`` and only NumPy's array
+types allowed (plus ``bytes``, which an empty array's pickle calls).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["CACHE_KEYS", "CacheError", "save_cache", "load_cache", "normalize_cache"]
+__all__ = [
+    "CACHE_KEYS",
+    "CacheError",
+    "save_cache",
+    "load_cache",
+    "normalize_cache",
+    "dataset_identity",
+    "check_identity",
+]
 
 CACHE_KEYS = ("gallery_dets", "gallery_feats", "query_dets", "query_feats", "query_box_feats")
 REQUIRED_KEYS = ("gallery_dets", "gallery_feats", "query_box_feats")
@@ -43,22 +56,62 @@ def _numpy_safe_globals() -> list:
         np.dtype,
         core._reconstruct,
         core.scalar,
+        bytes,  # protocol 2 pickles an empty array's data as bytes(); calling it runs no code
         (core._reconstruct, "numpy.core.multiarray._reconstruct"),
         (core.scalar, "numpy.core.multiarray.scalar"),
         *dtype_classes,
     ]
 
 
-def save_cache(path, cache: dict) -> None:
+def dataset_identity(dataset: str, gallery: list[dict], query: list[dict]) -> dict:
+    """{"name", "n_gallery", "n_query", "annotation_digest"} of a test split:
+    the digest (SHA-1, 16 hex digits) covers every gallery and query image
+    name, box (float64) and pid (int64) in order, so two datasets with the
+    same sizes but other images or annotations differ."""
+    h = hashlib.sha1()
+    for split, records in (("gallery", gallery), ("query", query)):
+        h.update(f"{split} {len(records)}\n".encode())
+        for r in records:
+            h.update(str(r["img_name"]).encode() + b"\0")
+            h.update(np.ascontiguousarray(r["boxes"], dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(r["pids"], dtype=np.int64).tobytes())
+    return {
+        "name": str(dataset),
+        "n_gallery": len(gallery),
+        "n_query": len(query),
+        "annotation_digest": h.hexdigest()[:16],
+    }
+
+
+def check_identity(cache: dict, expected: dict, where: str = "eval cache") -> None:
+    """Raise CacheError when the cache records another dataset than expected
+    (caches without a record, such as the release's, are not checked here)."""
+    stored = cache.get("dataset") if isinstance(cache, dict) else None
+    if not isinstance(stored, dict):
+        return
+    diff = [f"{k} {stored.get(k)!r} != {expected[k]!r}" for k in expected if stored.get(k) != expected[k]]
+    if diff:
+        raise CacheError(
+            f"{where}: computed on another dataset than INPUT.DATASET/INPUT.DATA_ROOT give "
+            f"({'; '.join(diff)}; cache vs. data)"
+        )
+
+
+def save_cache(path, cache: dict, identity: dict | None = None) -> None:
     """Write cache (dict of lists, see module doc) with ``torch.save``.
 
-    Tensors are stored as NumPy arrays, as the release does. The file is
-    written to a temporary name first so a crash never leaves half a cache.
+    Tensors are stored as NumPy arrays, as the release does; ``identity``
+    (dataset_identity of the split it was computed on) is stored as
+    ``dataset``. The file is written to a temporary name first so a crash
+    never leaves half a cache.
     """
     missing = [k for k in REQUIRED_KEYS if k not in cache]
     if missing:
         raise CacheError(f"save_cache({path}): missing key(s) {', '.join(missing)}")
     out = {k: [_to_numpy(x) for x in cache[k]] for k in CACHE_KEYS if k in cache}
+    identity = identity or cache.get("dataset")
+    if identity is not None:
+        out["dataset"] = dict(identity)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

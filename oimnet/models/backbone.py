@@ -150,23 +150,43 @@ class Res5Head(nn.Module):
         )
 
 
+def read_imagenet_state(path: str, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision-format state dict file (``fc.*`` left out),
+    read with ``weights_only=True``. Raises FileNotFoundError / ValueError
+    naming MODEL.BACKBONE.WEIGHTS and the file: missing, not a torch file,
+    or not a dict of tensors."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"MODEL.BACKBONE.WEIGHTS: no file at {path!r} (expected a local torchvision-format "
+            f'{name} ImageNet state dict, e.g. resnet50-0676ba61.pth; or set it to "" for random init)'
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
+        raise ValueError(
+            f"MODEL.BACKBONE.WEIGHTS {path!r}: not a state dict file readable with "
+            f"torch.load(weights_only=True) ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"MODEL.BACKBONE.WEIGHTS {path!r}: expected a state dict, got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(
+            f"MODEL.BACKBONE.WEIGHTS {path!r}: expected a state dict of tensors, but "
+            f"{len(bad)} entr{'y is' if len(bad) == 1 else 'ies are'} not (first: {bad[0]!r})"
+        )
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
 def load_imagenet_weights(resnet: nn.Module, path: str, name: str) -> None:
     """Load a torchvision-format ImageNet state dict (``conv1.weight``, ..., ``fc.*``).
 
     The classifier ``fc.*`` is ignored; every other key must match exactly.
     Raises FileNotFoundError / ValueError naming the file and the bad keys.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"MODEL.BACKBONE.WEIGHTS: no file at {path!r} (expected a local torchvision-format "
-            f'{name} ImageNet state dict, e.g. resnet50-0676ba61.pth; or set it to "" for random init)'
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"MODEL.BACKBONE.WEIGHTS {path!r}: expected a state dict, got {type(state).__name__}")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    state = read_imagenet_state(path, name)
     own = resnet.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
