@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as e:
+    except (ValueError, OSError) as e:  # bad input; OSError: e.g. "no space left on device writing FILE"
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

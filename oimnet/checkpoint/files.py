@@ -13,6 +13,7 @@ and renamed, so an interrupted save never leaves a truncated checkpoint.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Mapping
@@ -32,15 +33,55 @@ def checkpoint_path(output_dir: str | os.PathLike, epoch: int) -> Path:
     return Path(output_dir) / f"epoch_{epoch:03d}.pth"
 
 
+class _FdWriter:
+    """A file-like ``write`` that writes everything or raises the OS error."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.error: OSError | None = None  # torch may mask it with its own RuntimeError on the way out
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            self.error = exc
+            raise
+        return len(view)
+
+    def flush(self) -> None:
+        pass
+
+
 def save_atomic(obj: dict, path: str | os.PathLike) -> Path:
+    """torch.save to ``.NAME.tmp-<pid>``, fsync, rename to path. The previous
+    file at path stays intact on any failure; a full disk raises
+    OSError(ENOSPC, "no space left on device writing PATH")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        # Through our own writer: a full disk then arrives as OSError(ENOSPC)
+        # (torch's path writer, and a buffered file's short writes, turn it into
+        # a bare RuntimeError "unexpected pos").
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        writer = _FdWriter(fd)
+        try:
+            torch.save(obj, writer)
+            os.fsync(fd)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device writing {path}") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -69,9 +110,10 @@ def find_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest ``keep`` epoch checkpoints."""
+    """Delete all but the newest ``keep`` epoch checkpoints (and their ``.done`` markers)."""
     for p in list_checkpoints(output_dir)[:-keep]:
         p.unlink(missing_ok=True)
+        p.with_suffix(".done").unlink(missing_ok=True)
 
 
 def remove_checkpoints_after(output_dir: str | os.PathLike, epoch: int) -> None:

@@ -196,7 +196,11 @@ def model_from_checkpoint(cfg, path: str, checkpoint: Mapping | None = None):
     Returns ``(model, report)``; raises FileNotFoundError or
     ReleaseCheckpointError (a ValueError) naming the file and the keys.
     """
-    state_dict = state_dict_of(read_checkpoint(path) if checkpoint is None else checkpoint, path)
+    from oimnet.checkpoint_config import check_model_config
+
+    obj = read_checkpoint(path) if checkpoint is None else checkpoint
+    check_model_config(cfg, obj, path)  # a checkpoint of another variant: named error, not the wrong model scored
+    state_dict = state_dict_of(obj, path)
     model = build_model_to_load(cfg)
     try:
         report = load_release_state_dict(model, state_dict)

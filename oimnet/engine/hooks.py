@@ -109,23 +109,30 @@ class TrainStatsHook(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
+        if t.replaying:  # the epoch's statistics come from its checkpoint
+            return
         t.epoch_metrics.update({f"train_{k}": v / max(self._n, 1) for k, v in self._sums.items()})
         t.epoch_metrics["epoch_time_s"] = time.time() - self._t0
 
 
 class CheckpointHook(HookBase):
     """Every ``period`` epochs and after the last: ``OUTPUT_DIR/epoch_XXX.pth``
-    (atomic write, main process only); its path in ``trainer.epoch_checkpoint``."""
+    (atomic write, main process only); its path in ``trainer.epoch_checkpoint``.
+    The checkpoint holds the epoch's training statistics (``epoch_metrics``), so
+    a run killed before the epoch's evaluation and logging can redo them."""
 
     def __init__(self, period: int):
         self.period = int(period)
 
     def after_epoch(self) -> None:
         t = self.trainer
+        if t.replaying:  # the resumed checkpoint is this epoch's
+            return
         t.epoch_checkpoint = None
         done = t.epoch + 1
         if not t.is_main or not (done % self.period == 0 or done == t.max_epochs):
             return
+        t.checkpoint_extras["epoch_metrics"] = dict(t.epoch_metrics)
         t.epoch_checkpoint = save_atomic(t.checkpoint_state(), checkpoint_path(t.out_dir, done))
         log.info("checkpoint %s", t.epoch_checkpoint)
 
@@ -155,6 +162,20 @@ class ReplicaCheckHook(HookBase):
             if name.endswith(("running_mean", "running_var", "reid_loss.lut", "reid_loss.cq", "reid_loss.cq_head"))
         ]
         assert_same_across_ranks(state, f"epoch {done}: OIM memory and norm running statistics")
+
+
+class EpochDoneHook(HookBase):
+    """Registered after evaluation and MLflow: once the epoch's work is done,
+    ``epoch_XXX.done`` beside its checkpoint. ``--resume`` from a checkpoint
+    without one redoes the epoch's evaluation and logging first (a run killed
+    during its final evaluation, or between the checkpoint and the logging)."""
+
+    def after_epoch(self) -> None:
+        from oimnet.engine.resume import done_marker
+
+        t = self.trainer
+        if t.is_main and t.epoch_checkpoint is not None:
+            done_marker(t.epoch_checkpoint).write_text(f"{t.epoch + 1}\n")
 
 
 class EvalHook(HookBase):

@@ -32,7 +32,9 @@ class Trainer:
         epoch_checkpoint: the checkpoint written this epoch (CheckpointHook), else None
         metrics: the latest evaluation's scalar metrics (what ``train_run`` returns)
         checkpoint_extras: extra entries hooks put into every checkpoint
-        resumed_from: the checkpoint dict this run continues, or None
+        resumed_from: the checkpoint dict this run continues, or None (resumed_path: its file)
+        replaying: True while the after_epoch hooks redo the work of the resumed
+            checkpoint's epoch that the killed attempt had not done (see train)
     """
 
     def __init__(
@@ -51,6 +53,8 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self.checkpoint_extras: dict = {}
         self.resumed_from: dict | None = None
+        self.resumed_path: Path | None = None
+        self.replaying = False
         self._hooks: list[HookBase] = []
 
     @property
@@ -94,8 +98,9 @@ class Trainer:
             **self.checkpoint_extras,
         }
 
-    def resume_from(self, state: dict) -> None:
-        """Continue after the epoch a checkpoint (a dict from :meth:`checkpoint_state`) ends."""
+    def resume_from(self, state: dict, path=None) -> None:
+        """Continue after the epoch a checkpoint (a dict from :meth:`checkpoint_state`, read from path) ends."""
+        self.resumed_path = Path(path) if path else None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["lr_scheduler"])
@@ -110,6 +115,7 @@ class Trainer:
         """Run epochs start_epoch..max_epochs-1; returns ``self.metrics``."""
         try:
             self._call("before_train")
+            self._finish_resumed_epoch()
             for epoch in range(self.start_epoch, self.max_epochs):
                 self.epoch = epoch
                 self.run_epoch()
@@ -120,6 +126,25 @@ class Trainer:
             raise
         finally:
             self._call("after_train")
+
+    def _finish_resumed_epoch(self) -> None:
+        """The resumed checkpoint was saved but its epoch's evaluation and logging
+        never ended (no ``.done`` marker: killed in between): run the epoch's
+        after_epoch hooks again, with its training statistics from the checkpoint
+        (the statistics and checkpoint hooks skip while ``replaying``)."""
+        from oimnet.engine.resume import done_marker
+
+        state, path = self.resumed_from, self.resumed_path
+        if state is None or path is None or "epoch_metrics" not in state or done_marker(path).exists():
+            return
+        log.info("%s: its epoch's evaluation and logging did not finish; doing them now", path.name)
+        self.epoch = self.start_epoch - 1
+        self.epoch_metrics, self.epoch_checkpoint = dict(state["epoch_metrics"]), path
+        self.replaying = True
+        try:
+            self._call("after_epoch")
+        finally:
+            self.replaying = False
 
     def run_epoch(self) -> None:
         from tqdm import tqdm

@@ -21,12 +21,19 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from oimnet.checkpoint import find_last_checkpoint
 from oimnet.config import to_yaml
 from oimnet.distributed import is_main_process
 from oimnet.engine import seeding
 from oimnet.engine.device import select_device
-from oimnet.engine.hooks import CheckpointHook, EvalHook, HookBase, LRScheduleHook, ReplicaCheckHook, TrainStatsHook
+from oimnet.engine.hooks import (
+    CheckpointHook,
+    EpochDoneHook,
+    EvalHook,
+    HookBase,
+    LRScheduleHook,
+    ReplicaCheckHook,
+    TrainStatsHook,
+)
 from oimnet.engine.loop import Trainer
 from oimnet.engine.lr_schedule import build_scheduler
 from oimnet.engine.run_setup import check_lut_size, install_sigterm, prepare_config, setup_logging
@@ -43,17 +50,29 @@ def build_optimizer(model, cfg) -> torch.optim.SGD:
     )
 
 
-def load_resume_state(out: Path) -> dict | None:
-    """The last checkpoint in ``out`` (weights_only load), or None when there is none."""
-    last = find_last_checkpoint(out)
-    if last is None:
+def load_resume_state(out: Path, cfg: DictConfig | None = None) -> tuple[Path, dict] | None:
+    """(path, state) of the newest intact checkpoint in ``out`` (weights_only
+    load; see oimnet.engine.resume), or None when there is none. Stale
+    temporary files are removed first; with ``cfg``, a checkpoint trained
+    under other settings raises ConfigMismatchError listing the keys."""
+    from oimnet.checkpoint_config import check_resume_config
+    from oimnet.engine.resume import load_intact_checkpoint, remove_stale_temp_files
+
+    remove_stale_temp_files(out)
+    found = load_intact_checkpoint(out)
+    if found is None:
         log.info("--resume: no checkpoint in %s, starting from scratch", out)
         return None
-    log.info("resuming from %s", last)
-    return torch.load(last, map_location="cpu", weights_only=True)
+    path, state = found
+    if cfg is not None:
+        check_resume_config(cfg, state, path)
+    log.info("resuming from %s", path)
+    return path, state
 
 
-def build_trainer(cfg: DictConfig, state: dict | None, train_records: list | None = None) -> Trainer:
+def build_trainer(
+    cfg: DictConfig, state: dict | None, train_records: list | None = None, state_path: Path | None = None
+) -> Trainer:
     """Model, data, optimizer, schedule and step strategy of a prepared config; resumed from ``state``.
 
     ``train_records``: the training images to use instead of the dataset's
@@ -107,7 +126,7 @@ def build_trainer(cfg: DictConfig, state: dict | None, train_records: list | Non
         world_size=world,
     )
     if state is not None:
-        trainer.resume_from(state)
+        trainer.resume_from(state, state_path)
     return trainer
 
 
@@ -139,6 +158,7 @@ def default_hooks(
         from oimnet.engine.mlflow_hook import MLflowHook
 
         hooks.append(MLflowHook(tracking_uri, parent_run_id, tags, close_stale=close_stale))
+    hooks.append(EpochDoneHook())  # last: after evaluation and logging
     return hooks
 
 
@@ -173,9 +193,9 @@ def train_run(
             check_lut_size(cfg)
         if is_main_process():  # one writer for the run's files
             (out / "config.yaml").write_text(to_yaml(cfg))
-        trainer = build_trainer(
-            cfg, load_resume_state(out) if resume else None, run_split.records.train if run_split else None
-        )
+        found = load_resume_state(out, cfg) if resume else None
+        state_path, state = found if found else (None, None)
+        trainer = build_trainer(cfg, state, run_split.records.train if run_split else None, state_path)
         trainer.register_hooks(
             default_hooks(
                 cfg,
@@ -183,7 +203,8 @@ def train_run(
                 tracking_uri=tracking_uri,
                 parent_run_id=mlflow_parent_run_id,
                 tags=mlflow_tags,
-                close_stale=close_stale_run,
+                # --resume without a checkpoint: a killed first attempt's run is closed, not left RUNNING
+                close_stale=close_stale_run or (resume and found is None),
                 run_split=run_split,
             )
         )
