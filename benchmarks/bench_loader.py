@@ -3,8 +3,9 @@
 ``loader_prw``: decode + random flip + collate of 1080x1920 JPEG frames (the
 size of PRW's frames) through the training loader in the main process
 (``NUM_WORKERS_TRAIN`` 0), batches of 5; ``images_per_s``.
-``preprocess``: the model's normalize + resize + pad of one such batch on
-the CPU (``batch_s`` per batch of 5, median).
+``preprocess``: the model's normalize + resize + pad (and box scaling) of
+one such batch on the CPU (``fast_s`` per batch of 5, median), in training
+mode; 1080x1920 frames become 843x1500, padded to 864x1504.
 
 There is no slower reference, so ``reference_s``/``speedup`` are None and
 ``fast_s`` is seconds per batch.
@@ -101,14 +102,14 @@ def bench_preprocess(quick: bool) -> dict:
     logging.getLogger("oimnet.models.backbone").setLevel(logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="oimnet-bench-preprocess-")
     try:
-        cfg = _cfg()
+        cfg = _cfg()  # INPUT.MIN_SIZE / MAX_SIZE: the defaults 900 / 1500
         images, targets = next(iter(build_train_loader(cfg, seed=0, records=_write_frames(tmp, BATCH))))
         model = build_model(cfg).train()
         times = []
         with torch.no_grad():
             for _ in range(2 if quick else 5):
                 start = time.perf_counter()
-                batch = model.batch_images(images)
+                batch, _, _ = model.preprocess(images, [t["boxes"] for t in targets])
                 times.append(time.perf_counter() - start)
         return {
             "name": "preprocess",

@@ -53,7 +53,8 @@ def time_train_step(
     logging.getLogger("oimnet.models.backbone").setLevel(logging.ERROR)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(BENCH_SEED)
-    cfg = load_config(None, overrides)
+    # MIN/MAX_SIZE = the scene's sides: the model's resize keeps height x width
+    cfg = load_config(None, {"INPUT.MIN_SIZE": min(height, width), "INPUT.MAX_SIZE": max(height, width), **overrides})
     model = build_model(cfg).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-4)

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
-from oimnet.data.transforms import resize, to_tensor
+from oimnet.data.transforms import to_tensor
 from oimnet.viz import draw
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images resized inside the model (features differ from version 1)
 
 
 @dataclass
@@ -116,13 +116,12 @@ def list_gallery(spec: str | os.PathLike) -> list[str]:
     return [str(p.resolve()) for p in paths]
 
 
-def prepare_image(path: str, min_size: int, max_size: int, boxes=None) -> tuple[torch.Tensor, float, np.ndarray]:
-    """Image file -> (float tensor 3xHxW in [0, 1] resized as the test loader
-    does, scale = resized / original, boxes scaled to the resized image)."""
+def prepare_image(path: str, boxes=None) -> tuple[torch.Tensor, np.ndarray]:
+    """Image file -> (float tensor 3xHxW in [0, 1] at original size, as the
+    test loader gives it, boxes float32 (n, 4)); the model resizes both."""
     img = draw.load_rgb(path)
     boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32).reshape(-1, 4)
-    img, boxes, scale = resize(img, boxes, int(min_size), int(max_size))
-    return to_tensor(img), scale, boxes
+    return to_tensor(img), boxes
 
 
 def load_model(cfg, ckpt: str, device: torch.device):
@@ -202,11 +201,11 @@ def _detect_all(model, cfg, paths: list[str], device: torch.device, progress: bo
     boxes, scores, feats, index = [], [], [], []
     bar = tqdm(total=len(paths), desc="gallery", unit="img", disable=not progress, file=sys.stderr)
     for start in range(0, len(paths), batch):
-        chunk = [prepare_image(p, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE) for p in paths[start : start + batch]]
-        outputs = model([img.to(device) for img, _, _ in chunk])
-        for k, (out, (_, scale, _)) in enumerate(zip(outputs, chunk)):
+        chunk = [prepare_image(p)[0] for p in paths[start : start + batch]]
+        outputs = model([img.to(device) for img in chunk])
+        for k, out in enumerate(outputs):
             n = len(out["boxes"])
-            boxes.append((out["boxes"].float() / scale).cpu().numpy())
+            boxes.append(out["boxes"].float().cpu().numpy())
             scores.append(out["scores"].float().cpu().numpy())
             feats.append(out["embeddings"].float().cpu().numpy())
             index.append(np.full(n, start + k, dtype=np.int64))
@@ -254,7 +253,7 @@ def embed_gallery(
 @torch.no_grad()
 def embed_query(model, cfg, path: str, box, device: torch.device) -> np.ndarray:
     """Embedding float32 (F,) of ``box`` (original pixels) in image ``path``."""
-    img, _, boxes = prepare_image(path, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE, box)
+    img, boxes = prepare_image(path, box)
     emb = model.embed_boxes([img.to(device)], [torch.from_numpy(boxes).to(device)])[0]
     return emb.reshape(-1).float().cpu().numpy()
 

@@ -207,6 +207,9 @@ def tiny_detector_config(variant: str):
         "MODEL.RPN.POST_NMS_TOPN_TRAIN": 60,
         # Fewer RoIs than proposals: every image yields the full quota (see the README on loss means).
         "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 32,
+        # detector_batch()'s 128 x 160 images keep their size in the model's resize
+        "INPUT.MIN_SIZE": 128,
+        "INPUT.MAX_SIZE": 160,
     }
     overrides.update(VARIANTS[variant])
     return load_config(None, overrides)

@@ -1,4 +1,8 @@
-"""Transforms and DataLoaders on a tiny PRW-format root with real JPEGs."""
+"""Transforms and DataLoaders on a tiny PRW-format root with real JPEGs.
+
+The loaders give original-size images (the model resizes them), decoded as
+the authors' release decodes them: PIL, RGB, torchvision's to_tensor.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+import torchvision.transforms.functional as TF
 from omegaconf import OmegaConf
 from PIL import Image
 
 from oimnet.data import build_test_loader, build_train_loader, load_records
-from oimnet.data.transforms import resize_scale
 
 W, H = 64, 48
 
@@ -68,13 +72,13 @@ def cfg_for(root, **kw):
     return OmegaConf.create({"INPUT": inp, "SEED": 3})
 
 
-def test_resize_scale_rule():
-    assert resize_scale(64, 48, 96, 1000) == 2.0  # shorter side -> MIN_SIZE
-    assert resize_scale(64, 48, 96, 120) == 120 / 64  # longer side capped at MAX_SIZE
-    assert resize_scale(1920, 1080, 900, 1500) == 1500 / 1920
+def _release_tensor(path):
+    """The release's image: PIL decode, RGB, torchvision to_tensor."""
+    with Image.open(path) as f:
+        return TF.to_tensor(f.convert("RGB"))
 
 
-def test_test_loader_resize_and_order(root):
+def test_test_loader_original_size_and_order(root):
     loader = build_test_loader(cfg_for(root), "gallery")
     batches = list(loader)
     assert [len(b[0]) for b in batches] == [2, 1]
@@ -83,12 +87,11 @@ def test_test_loader_resize_and_order(root):
     recs = load_records("PRW", root, "gallery")
     assert [t["img_name"] for t in targets] == [r["img_name"] for r in recs]
     assert [t["index"] for t in targets] == [0, 1, 2]
-    scale = 120 / 64
     for im, t, r in zip(images, targets, recs):
-        assert im.shape == (3, 90, 120) and im.dtype == torch.float32
-        assert 0.0 <= float(im.min()) and float(im.max()) <= 1.0
-        assert t["scale"] == pytest.approx(scale)
-        torch.testing.assert_close(t["boxes"], torch.from_numpy(r["boxes"]) * scale)
+        assert im.shape == (3, H, W) and im.dtype == torch.float32 and im.is_contiguous()
+        assert torch.equal(im, _release_tensor(r["img_path"]))  # bitwise
+        assert "scale" not in t
+        assert torch.equal(t["boxes"], torch.from_numpy(r["boxes"]))
         assert t["labels"].dtype == torch.int64 and t["labels"].tolist() == r["pids"].tolist()
         # the red block lies inside the first box (not flipped)
         x1, y1, x2, y2 = t["boxes"][0].round().int().tolist()
@@ -106,7 +109,7 @@ def _epoch(loader):
             # wherever the first box went (flipped or not), the red block is inside it
             x1, y1, x2, y2 = t["boxes"][0].round().int().tolist()
             assert float(im[0, y1 + 3 : y2 - 3, x1 + 3 : x2 - 3].mean()) > 0.9
-            assert im.shape[1:] == (90, 120)
+            assert im.shape[1:] == (H, W)
     return out
 
 
@@ -117,12 +120,12 @@ def test_train_loader_skips_empty_flips_and_is_reproducible(root):
     recs = load_records("PRW", root, "train")
     assert all(len(recs[i]["boxes"]) for _, i, _ in e0 + e1)
     assert e0 != e1  # a new order/flips per epoch
-    flipped = {name for name, i, b in e0 + e1 if not np.allclose(b, recs[i]["boxes"][0] * (120 / 64))}
+    flipped = {name for name, i, b in e0 + e1 if not np.array_equal(b, recs[i]["boxes"][0])}
     assert flipped  # some images are mirrored ...
     for _name, i, b in e0 + e1:
-        unflipped = recs[i]["boxes"][0] * (120 / 64)
-        mirrored = np.array([120 - unflipped[2], unflipped[1], 120 - unflipped[0], unflipped[3]])
-        assert np.allclose(b, unflipped, atol=1e-4) or np.allclose(b, mirrored, atol=1e-4)
+        unflipped = recs[i]["boxes"][0]
+        mirrored = np.array([W - unflipped[2], unflipped[1], W - unflipped[0], unflipped[3]])
+        assert np.array_equal(b, unflipped) or np.array_equal(b, mirrored)
     # rebuilt with the same seed: same epochs; set_epoch replays epoch 1 alone
     again = build_train_loader(cfg_for(root))
     assert _epoch(again) == e0 and _epoch(again) == e1
@@ -130,6 +133,26 @@ def test_train_loader_skips_empty_flips_and_is_reproducible(root):
     resumed.batch_sampler.set_epoch(1)
     assert _epoch(resumed) == e1
     assert _epoch(build_train_loader(cfg_for(root), seed=4)) != e0
+
+
+def test_train_flip_is_the_releases_tensor_flip(root):
+    # the release flips the decoded tensor (image.flip(-1)) and its boxes
+    recs = load_records("PRW", root, "train")
+    seen = set()
+    for images, targets in build_train_loader(cfg_for(root)):
+        for im, t in zip(images, targets):
+            rec = recs[t["index"]]
+            ref = _release_tensor(rec["img_path"])
+            if torch.equal(t["boxes"], torch.from_numpy(rec["boxes"])):
+                assert torch.equal(im, ref)
+                seen.add(False)
+            else:
+                assert torch.equal(im, ref.flip(-1))
+                boxes = torch.from_numpy(rec["boxes"]).clone()
+                boxes[:, [0, 2]] = W - boxes[:, [2, 0]]
+                assert torch.equal(t["boxes"], boxes)
+                seen.add(True)
+    assert seen == {False, True}
 
 
 def test_train_loader_same_with_workers(root):

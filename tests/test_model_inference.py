@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
             "INPUT.SYNTH.IDENTITIES": 8,
             "INPUT.SYNTH.FRAMES": 24,
             "INPUT.SYNTH.SIZE": "160x120",
-            "INPUT.MIN_SIZE": 96,  # resized: scale 0.8, so boxes must come back / scale
+            "INPUT.MIN_SIZE": 96,  # resized by 0.8 in the model: detections must come back in original pixels
             "INPUT.MAX_SIZE": 200,
             "INPUT.NUM_WORKERS_TEST": 0,
             "INPUT.BATCH_SIZE_TEST": 2,

@@ -54,6 +54,8 @@ def variant_config(variant: str, **extra):
         "MODEL.RPN.PRE_NMS_TOPN_TEST": 50,
         "MODEL.RPN.POST_NMS_TOPN_TEST": 6,
         "MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.0,
+        "INPUT.MIN_SIZE": 64,  # the test image's size: the model does not resize it
+        "INPUT.MAX_SIZE": 96,
     }
     overrides.update(extra)
     return load_config(None, overrides)

@@ -30,6 +30,9 @@ def tiny_config(**extra):
         "MODEL.RPN.PRE_NMS_TOPN_TEST": 300,
         "MODEL.RPN.POST_NMS_TOPN_TEST": 50,
         "MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.0,
+        # scene(): the 160 x 208 image keeps its size, the 144 x 192 one is resized x 13/12
+        "INPUT.MIN_SIZE": 160,
+        "INPUT.MAX_SIZE": 208,
     }
     overrides.update(extra)
     return load_config(None, overrides)
@@ -79,9 +82,9 @@ def test_training_step_gives_five_finite_losses_and_gradients(model):
     ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
-    # conv1/bn1 frozen, bn1 statistics untouched
+    # conv1 and bn1's affine parameters frozen; bn1's statistics train (as the release)
     assert model.backbone.conv1.weight.grad is None and not model.backbone.bn1.weight.requires_grad
-    assert not model.backbone.bn1.training and torch.equal(model.backbone.bn1.running_mean, bn1_mean)
+    assert model.backbone.bn1.training and not torch.equal(model.backbone.bn1.running_mean, bn1_mean)
     assert model.backbone.layer1[0].bn1.training
 
 
@@ -141,13 +144,29 @@ def test_sampling_caps_rois_per_image_and_positive_fraction():
     assert len(rois.boxes[0]) == 16 and int((rois.labels > 0).sum()) == 8
 
 
-def test_batch_images_normalizes_and_pads_to_32(model):
-    images = [torch.full((3, 50, 70), 0.5), torch.zeros(3, 33, 90)]
-    batch = model.batch_images(images)
-    assert batch.tensors.shape == (2, 3, 64, 96) and batch.image_sizes == [(50, 70), (33, 90)]
-    expected = (0.5 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
-    assert torch.allclose(batch.tensors[0, :, 10, 10], expected)
-    assert float(batch.tensors[0, :, 60:, :].abs().sum()) == 0.0  # zero padding
+def test_bn1_trains_its_statistics_but_not_its_affine_parameters(model):
+    # as the release: bn1's weight/bias (and conv1's weight) get no gradients,
+    # but bn1 normalizes with batch statistics and updates its running mean/var
+    images, targets = scene()
+    bn1, conv1 = model.backbone.bn1, model.backbone.conv1
+    before = {
+        k: v.clone()
+        for k, v in {**dict(bn1.named_buffers()), **dict(bn1.named_parameters()), "conv1": conv1.weight}.items()
+    }
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    assert bn1.training and not bn1.weight.requires_grad and not bn1.bias.requires_grad
+    losses = model(images, targets)
+    opt.zero_grad()
+    sum(losses.values()).backward()
+    opt.step()
+    assert not torch.equal(bn1.running_mean, before["running_mean"])
+    assert not torch.equal(bn1.running_var, before["running_var"])
+    assert int(bn1.num_batches_tracked) == int(before["num_batches_tracked"]) + 1
+    assert torch.equal(bn1.weight, before["weight"]) and torch.equal(bn1.bias, before["bias"])
+    assert torch.equal(conv1.weight, before["conv1"])
+    model.eval()
+    assert not bn1.training
 
 
 def test_inference_modes(model):
@@ -166,7 +185,8 @@ def test_inference_modes(model):
         assert (det["boxes"][:, 1::2] >= 0).all() and (det["boxes"][:, 1::2] <= img.shape[1]).all()
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
     for qdet, q, emb, k in zip(qdets, queries, box_emb, (1, 0)):
-        assert torch.equal(qdet["boxes"][0], q[0]) and float(qdet["scores"][0]) == 1.0
+        # scaled into the resized image and back, as the release does (equal up to rounding)
+        torch.testing.assert_close(qdet["boxes"][0], q[0]) and float(qdet["scores"][0]) == 1.0
         # the query's embedding is computed from the box itself
         assert torch.allclose(qdet["embeddings"][0], emb[k], atol=1e-5)
         # nothing kept overlaps the query box beyond the NMS threshold
@@ -184,7 +204,7 @@ def test_score_threshold_and_detection_cap():
     with torch.no_grad():
         dets = model(images)
     for det in dets:
-        assert len(det["boxes"]) <= 3 and (det["scores"] >= 0.5).all()
+        assert len(det["boxes"]) <= 3 and (det["scores"] > 0.5).all()  # strictly above, as the release
 
 
 def test_norm_types_and_augment_layout():

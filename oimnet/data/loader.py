@@ -1,9 +1,11 @@
 """Detection DataLoaders over the records of oimnet.data.load_records.
 
 Each batch is ``(images, targets)``: images a list of float tensors
-(3, H, W) in [0, 1] resized to INPUT.MIN_SIZE / MAX_SIZE; targets a list of
-``{"boxes": FloatTensor (n, 4) resized pixels, "labels": LongTensor (n,)
-pids, "img_name": str, "scale": float, "index": int}``.
+(3, H, W) in [0, 1] at the files' original size (PIL decode + to-tensor,
+as the authors' release; the model resizes them to INPUT.MIN_SIZE /
+MAX_SIZE); targets a list of ``{"boxes": FloatTensor (n, 4) original
+pixels, "labels": LongTensor (n,) pids, "img_name": str, "index": int}``.
+Training images are flipped left-right at original size with their boxes.
 
 Training randomness (order and flips) is drawn in the main process by
 :class:`EpochBatchSampler` from a generator seeded by (seed, epoch), so it
@@ -29,9 +31,8 @@ class DetectionDataset(Dataset):
     """Records -> (image tensor, target). Items are indexed by ``i`` or by
     ``(i, flip)`` as the training sampler yields them."""
 
-    def __init__(self, records: Sequence[dict], min_size: int, max_size: int):
+    def __init__(self, records: Sequence[dict]):
         self.records = list(records)
-        self.min_size, self.max_size = int(min_size), int(max_size)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -44,14 +45,13 @@ class DetectionDataset(Dataset):
                 img = f.convert("RGB")
         except (OSError, ValueError) as exc:
             raise DatasetError(f"{rec['img_path']}: cannot read image ({exc})") from exc
-        img, boxes, scale = T.resize(img, rec["boxes"], self.min_size, self.max_size)
+        boxes = np.asarray(rec["boxes"], np.float32)
         if flip:
             img, boxes = T.hflip(img, boxes)
         target = {
-            "boxes": torch.from_numpy(boxes),
+            "boxes": torch.from_numpy(boxes.copy()),
             "labels": torch.from_numpy(rec["pids"].astype(np.int64)),
             "img_name": rec["img_name"],
-            "scale": scale,
             "index": int(index),
         }
         return T.to_tensor(img), target
@@ -174,7 +174,7 @@ def build_train_loader(
     the epoch replayed by the next iteration (for resuming).
     """
     records = list(records) if records is not None else _records(cfg, "train")
-    dataset = DetectionDataset(records, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
+    dataset = DetectionDataset(records)
     keep = [i for i, r in enumerate(records) if len(r["boxes"]) > 0]
     base = _base_seed(cfg, seed)
     sampler = EpochBatchSampler(keep, cfg.INPUT.BATCH_SIZE_TRAIN, base, rank=rank, world_size=world_size)
@@ -197,7 +197,7 @@ def build_test_loader(cfg, split: str, records: Sequence[dict] | None = None) ->
     if split not in ("gallery", "query"):
         raise ValueError(f"split {split!r}: expected 'gallery' or 'query'")
     records = list(records) if records is not None else _records(cfg, split)
-    dataset = DetectionDataset(records, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
+    dataset = DetectionDataset(records)
     return DataLoader(
         dataset,
         batch_size=int(cfg.INPUT.BATCH_SIZE_TEST),

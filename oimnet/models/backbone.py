@@ -100,11 +100,14 @@ class _ResNet(nn.Module):
 class Backbone(nn.Module):
     """Stem + layer1..layer3: (N, 3, H, W) -> {"feat_res4": (N, C4, ~H/16, ~W/16)}.
 
-    conv1 and bn1 are frozen: no gradients, and bn1 keeps its statistics
-    (it stays in eval mode whatever ``train()`` says).
+    As in the authors' release, conv1's weight and bn1's affine weight and
+    bias get no gradients, but bn1 follows ``train()`` like every other
+    BatchNorm: in training it normalizes with batch statistics and updates
+    its running mean / var. ``freeze_bn1_stats=True`` (the smoke profile's
+    departure, MODEL.BACKBONE.FREEZE_BN1_STATS) keeps bn1 in eval mode instead.
     """
 
-    def __init__(self, resnet: _ResNet, out_channels: int):
+    def __init__(self, resnet: _ResNet, out_channels: int, freeze_bn1_stats: bool = False):
         super().__init__()
         self.conv1 = resnet.conv1
         self.bn1 = resnet.bn1
@@ -116,11 +119,14 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         for p in list(self.conv1.parameters()) + list(self.bn1.parameters()):
             p.requires_grad_(False)
-        self.bn1.eval()
+        self.freeze_bn1_stats = bool(freeze_bn1_stats)
+        if self.freeze_bn1_stats:
+            self.bn1.eval()
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
-        self.bn1.eval()
+        if self.freeze_bn1_stats:
+            self.bn1.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -201,8 +207,9 @@ def load_imagenet_weights(resnet: nn.Module, path: str, name: str) -> None:
     resnet.load_state_dict(state, strict=True)
 
 
-def build_resnet(name: str, weights: str = "") -> tuple[Backbone, Res5Head]:
-    """Trunk and res5 head of ResNet ``name``, optionally ImageNet-initialized.
+def build_resnet(name: str, weights: str = "", freeze_bn1_stats: bool = False) -> tuple[Backbone, Res5Head]:
+    """Trunk and res5 head of ResNet ``name``, optionally ImageNet-initialized
+    (``freeze_bn1_stats``: see :class:`Backbone`).
 
     ``weights`` "" means random init; one warning line (logger
     ``oimnet.models.backbone``) says so, since the paper's numbers need
@@ -218,4 +225,4 @@ def build_resnet(name: str, weights: str = "") -> tuple[Backbone, Res5Head]:
         _LOG.warning(
             "MODEL.BACKBONE.WEIGHTS is empty: %s starts from random init, numbers will not match the paper", name
         )
-    return Backbone(resnet, spec.c4), Res5Head(resnet, spec.c4, spec.c5)
+    return Backbone(resnet, spec.c4, freeze_bn1_stats), Res5Head(resnet, spec.c4, spec.c5)

@@ -1,19 +1,25 @@
 """OIMNet: C4 Faster R-CNN with an OIM re-id head, and ``build_model(cfg)``.
 
-Images come already resized by the data loader (3 x H x W floats in [0, 1]);
-the model only normalizes them with the ImageNet mean/std and pads them into
-one batch. Every box in and out is (x1, y1, x2, y2) in those images' pixels.
+Images reach the model at their original size as 3 x H x W float tensors in
+[0, 1] (PIL decode + to_tensor), as in the authors' release. The model's
+``transform`` -- torchvision's ``GeneralizedRCNNTransform``, the release's own
+preprocessing -- normalizes them with the ImageNet mean/std, resizes each by
+``min(MIN_SIZE / short side, MAX_SIZE / long side)`` (bilinear, no
+antialiasing, size rounded down: a 1080 x 1920 frame becomes 843 x 1500),
+zero-pads the batch to a multiple of 32 and scales target / query boxes per
+axis; detections are mapped back per axis. Every box in and out is
+(x1, y1, x2, y2) in original pixels. The resize runs where the images are
+(on the GPU when they were moved there first).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from oimnet.losses.oim import OIMLoss
 from oimnet.models.backbone import Backbone, build_resnet
@@ -29,7 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class OIMNet(nn.Module):
-    """backbone (stem..res4) -> RPN -> RoI heads (res5, box predictor, re-id).
+    """transform -> backbone (stem..res4) -> RPN -> RoI heads (res5, box predictor, re-id).
 
     train: ``model(images, targets) -> {loss_rpn_reg, loss_rpn_cls,
     loss_proposal_reg, loss_proposal_cls, loss_box_reid}`` (unweighted).
@@ -39,20 +45,28 @@ class OIMNet(nn.Module):
     """
 
     def __init__(
-        self, backbone: Backbone, rpn: RegionProposalNetwork, roi_heads: OIMRoIHeads, size_divisible: int = 32
+        self,
+        backbone: Backbone,
+        rpn: RegionProposalNetwork,
+        roi_heads: OIMRoIHeads,
+        transform: GeneralizedRCNNTransform,
     ):
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
-        self.size_divisible = size_divisible
-        # not persistent: the release's state dict has no such keys
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        self.transform = transform  # no parameters or buffers: the state dict is the release's
 
     # ------------------------------------------------------------ input
-    def batch_images(self, images: list[Tensor]) -> ImageList:
-        """Normalize and zero-pad (after normalization) to (N, 3, H', W') with H', W' divisible by size_divisible."""
+    def preprocess(
+        self, images: list[Tensor], boxes: list[Tensor] | None = None
+    ) -> tuple[ImageList, list[Tensor] | None, list[tuple[int, int]]]:
+        """Original-size images (3, H_i, W_i) in [0, 1] -> (batch, boxes, original sizes).
+
+        batch: ImageList of (N, 3, H', W') normalized, resized, zero-padded to
+        a multiple of 32, with the resized (h_i, w_i); boxes: the given (n_i, 4)
+        per image scaled per axis to the resized image (None when not given).
+        """
         if not isinstance(images, (list, tuple)) or len(images) == 0:
             raise ValueError("images: expected a non-empty list of 3 x H x W float tensors")
         for i, img in enumerate(images):
@@ -60,14 +74,10 @@ class OIMNet(nn.Module):
                 raise ValueError(
                     f"images[{i}]: expected a 3 x H x W float tensor in [0, 1], got {tuple(img.shape)} {img.dtype}"
                 )
-        sizes = [(int(img.shape[1]), int(img.shape[2])) for img in images]
-        d = self.size_divisible
-        h = int(math.ceil(max(s[0] for s in sizes) / d) * d)
-        w = int(math.ceil(max(s[1] for s in sizes) / d) * d)
-        batch = images[0].new_zeros((len(images), 3, h, w))
-        for i, img in enumerate(images):
-            batch[i, :, : img.shape[1], : img.shape[2]].copy_((img - self.pixel_mean) / self.pixel_std)
-        return ImageList(batch, sizes)
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        targets = None if boxes is None else [{"boxes": b} for b in boxes]
+        batch, targets = self.transform(list(images), targets)
+        return batch, None if targets is None else [t["boxes"] for t in targets], original_sizes
 
     @staticmethod
     def _check_targets(targets: list[dict[str, Tensor]], n: int) -> None:
@@ -92,17 +102,19 @@ class OIMNet(nn.Module):
         if self.training:
             self._check_targets(targets, len(images))
             return self._forward_train(images, targets)
-        batch = self.batch_images(images)
-        features = self.backbone(batch.tensors)
-        proposals, _ = self.rpn(batch, features)
         if query_boxes is not None and len(query_boxes) != len(images):
             raise ValueError(
                 f"query_boxes: expected one (1, 4) tensor per image ({len(images)}), got {len(query_boxes)}"
             )
-        return self.roi_heads.detect(features, proposals, batch.image_sizes, query_boxes)
+        batch, query_boxes, original_sizes = self.preprocess(images, query_boxes)
+        features = self.backbone(batch.tensors)
+        proposals, _ = self.rpn(batch, features)
+        detections = self.roi_heads.detect(features, proposals, batch.image_sizes, query_boxes)
+        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
 
     def _forward_train(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-        batch = self.batch_images(images)
+        batch, boxes, _ = self.preprocess(images, [t["boxes"] for t in targets])
+        targets = [{**t, "boxes": b} for t, b in zip(targets, boxes)]
         features = self.backbone(batch.tensors)
         proposals, rpn_losses = self.rpn(batch, features, [{"boxes": t["boxes"]} for t in targets])
         losses = self.roi_heads.forward_train(features, proposals, batch.image_sizes, targets)
@@ -114,14 +126,14 @@ class OIMNet(nn.Module):
         """Embeddings (n_i, 256) of the given boxes (n_i, 4), computed by RoI-pooling each box."""
         if len(boxes_list) != len(images):
             raise ValueError(f"boxes_list: expected one (n, 4) tensor per image ({len(images)}), got {len(boxes_list)}")
-        batch = self.batch_images(images)
+        boxes = [b.to(device=images[i].device, dtype=torch.float32).reshape(-1, 4) for i, b in enumerate(boxes_list)]
+        batch, boxes, _ = self.preprocess(images, boxes)
         features = self.backbone(batch.tensors)
-        boxes = [b.to(device=batch.tensors.device, dtype=torch.float32).reshape(-1, 4) for b in boxes_list]
         return self.roi_heads.embed(features, boxes, batch.image_sizes)
 
 
 def build_model(cfg) -> OIMNet:
-    """The model a config describes (MODEL.BACKBONE/RPN/ROI_HEAD/LOSS)."""
+    """The model a config describes (MODEL.BACKBONE/RPN/ROI_HEAD/LOSS, INPUT.MIN_SIZE/MAX_SIZE)."""
     m = cfg.MODEL
     backbone, res5 = build_resnet(str(m.BACKBONE.NAME), str(m.BACKBONE.WEIGHTS or ""))
     if m.ROI_HEAD.AUGMENT:
@@ -165,4 +177,11 @@ def build_model(cfg) -> OIMNet:
         nms_thresh=m.ROI_HEAD.NMS_THRESH_TEST,
         detections_per_img=m.ROI_HEAD.DETECTIONS_PER_IMAGE_TEST,
     )
-    return OIMNet(backbone, rpn, roi_heads)
+    transform = GeneralizedRCNNTransform(
+        min_size=int(cfg.INPUT.MIN_SIZE),
+        max_size=int(cfg.INPUT.MAX_SIZE),
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        size_divisible=32,
+    )
+    return OIMNet(backbone, rpn, roi_heads, transform)

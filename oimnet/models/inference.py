@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-__all__ = ["compute_eval_cache", "detections_to_original"]
+__all__ = ["compute_eval_cache", "detections_array"]
 
 
-def detections_to_original(boxes: torch.Tensor, scores: torch.Tensor, scale: float) -> np.ndarray:
-    """(n, 4) resized-pixel boxes and (n,) scores -> float32 (n, 5) in original pixels."""
-    dets = torch.cat([boxes.float() / float(scale), scores.float().reshape(-1, 1)], dim=1)
+def detections_array(boxes: torch.Tensor, scores: torch.Tensor) -> np.ndarray:
+    """(n, 4) boxes (original pixels, as the model returns them) and (n,) scores -> float32 (n, 5)."""
+    dets = torch.cat([boxes.float(), scores.float().reshape(-1, 1)], dim=1)
     return dets.cpu().numpy().astype(np.float32)
 
 
@@ -43,8 +43,8 @@ def _gallery(model, cfg, device, loader) -> tuple[list, list]:
             ]
         else:
             outputs = model(images)
-        for out, tgt in zip(outputs, targets):
-            dets.append(detections_to_original(out["boxes"], out["scores"], tgt["scale"]))
+        for out in outputs:
+            dets.append(detections_array(out["boxes"], out["scores"]))
             feats.append(out["embeddings"].float().cpu().numpy())
     return dets, feats
 
@@ -60,8 +60,8 @@ def _query(model, device, loader) -> tuple[list, list, list]:
                     f"query image {t.get('img_name', i)!r}: expected exactly one query box, got {len(t['boxes'])}"
                 )
         outputs = model(images, query_boxes=[t["boxes"] for t in targets])
-        for out, tgt in zip(outputs, targets):
-            dets.append(detections_to_original(out["boxes"], out["scores"], tgt["scale"]))
+        for out in outputs:
+            dets.append(detections_array(out["boxes"], out["scores"]))
             emb = out["embeddings"].float().cpu().numpy()
             feats.append(emb)
             # the first detection is the query box, embedded from the box itself

@@ -1,6 +1,7 @@
 """RoI heads of the C4 detector: sampling, res5 head, box predictor, re-id.
 
-Boxes are (x1, y1, x2, y2) in pixels of the (resized) input image. Labels
+Boxes are (x1, y1, x2, y2) in pixels of the resized input image (the model's
+transform maps them from and back to original pixels). Labels
 per RoI: 0 background, 1..L labeled identity, 5555 unlabeled person.
 """
 
@@ -173,7 +174,7 @@ class OIMRoIHeads(nn.Module):
         self, boxes: Tensor, scores: Tensor, emb: Tensor, size: tuple[int, int], q_boxes: Tensor, q_emb: Tensor
     ) -> dict[str, Tensor]:
         boxes = clip_boxes_to_image(boxes, size)
-        keep = torch.where(scores >= self.score_thresh)[0]
+        keep = torch.where(scores > self.score_thresh)[0]  # strictly above, as the release
         boxes, scores, emb = boxes[keep], scores[keep], emb[keep]
         n_q = len(q_boxes)
         if n_q:
