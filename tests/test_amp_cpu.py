@@ -34,13 +34,15 @@ VARIANTS = {
 # Tolerances of the AMP step against the float32 one (same batch, same RoIs).
 # Measured on this tiny model (largest over the three variants): relative
 # loss differences 2.5e-3 (float16) and 3.9e-2 (bfloat16, 8-bit mantissa),
-# LUT/queue entries 1.0e-3 and 1.2e-2, gradient cosine 0.9992 and 0.9905.
+# LUT/queue entries 1.0e-3 and 1.2e-2, gradient cosine 0.9992 and 0.9905
+# (float16: 0.9979 since the stem's bn1 normalizes with batch statistics, as
+# in the release; 0.9997 with its running statistics).
 # The ProtoNorm variants are the least exact: the embedding's batch mean is
 # large against its spread, so (x - mean) of a half input loses digits
 # (as BatchNorm under AMP), and logits 30 * cos amplify it.
 LOSS_RTOL = {torch.float16: 5e-3, torch.bfloat16: 8e-2}
 LUT_ATOL = {torch.float16: 3e-3, torch.bfloat16: 3e-2}
-GRAD_COSINE = {torch.float16: 0.998, torch.bfloat16: 0.98}
+GRAD_COSINE = {torch.float16: 0.996, torch.bfloat16: 0.98}
 LABELED_IDS = (3, 7)  # the labeled persons of scene(); 5555 is unlabeled
 
 
