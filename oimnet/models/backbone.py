@@ -103,8 +103,8 @@ class Backbone(nn.Module):
     As in the authors' release, conv1's weight and bn1's affine weight and
     bias get no gradients, but bn1 follows ``train()`` like every other
     BatchNorm: in training it normalizes with batch statistics and updates
-    its running mean / var. ``freeze_bn1_stats=True`` (the smoke profile's
-    departure, MODEL.BACKBONE.FREEZE_BN1_STATS) keeps bn1 in eval mode instead.
+    its running mean / var. ``freeze_bn1_stats=True`` keeps bn1 in eval mode
+    instead (no config key sets it; the 2-rank equality test uses it).
     """
 
     def __init__(self, resnet: _ResNet, out_channels: int, freeze_bn1_stats: bool = False):
