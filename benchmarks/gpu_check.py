@@ -61,6 +61,9 @@ VARIANTS = {  # keys selecting each method (experiments/README.md)
 # --quick: the smoke profile's backbone and proposal counts
 QUICK_MODEL = {
     "MODEL.BACKBONE.NAME": "tiny",
+    # the quick batch's 160 x 208 images keep their size in the model's resize
+    "INPUT.MIN_SIZE": 160,
+    "INPUT.MAX_SIZE": 208,
     "MODEL.RPN.ANCHOR_SIZES": [32, 64, 128],
     "MODEL.RPN.PRE_NMS_TOPN_TRAIN": 600,
     "MODEL.RPN.POST_NMS_TOPN_TRAIN": 100,
