@@ -66,7 +66,12 @@ RESUME_FREE = (
     "DEVICE",
     "NVIDIA_DEVICE",
     "MLFLOW.",
+    "SOLVER.WORLD_SIZE",  # a run resumes on any number of workers ...
+    "SOLVER.KEYED_SAMPLING",  # ... with the N-worker sampling if asked (see the README)
 )
+
+# Per-worker batch size: free as long as the global batch (workers x per-worker) stays.
+_PER_WORKER_BATCH, _WORKERS = "INPUT.BATCH_SIZE_TRAIN", "SOLVER.WORLD_SIZE"
 
 
 class ConfigMismatchError(ValueError):
@@ -103,6 +108,13 @@ def _differences(saved: dict, current: dict, keys) -> list[str]:
     return out
 
 
+def _global_batch(flat: dict) -> int | None:
+    """Images per optimizer step over all workers, or None when the keys are absent."""
+    if _PER_WORKER_BATCH not in flat:
+        return None
+    return int(flat[_PER_WORKER_BATCH]) * int(flat.get(_WORKERS, 1) or 1)
+
+
 def check_resume_config(cfg, state: Mapping, path) -> None:
     """Raise ConfigMismatchError listing every key that differs from the
     checkpoint's config and changes what is trained (see RESUME_FREE)."""
@@ -112,7 +124,14 @@ def check_resume_config(cfg, state: Mapping, path) -> None:
     if saved is None:
         return
     current = flatten(cfg)
-    diff = _differences(saved, current, sorted(k for k in set(saved) | set(current) if not _free(k)))
+    keys = sorted(k for k in set(saved) | set(current) if not _free(k))
+    diff = []
+    was, now = _global_batch(saved), _global_batch(current)
+    if was is not None:
+        keys.remove(_PER_WORKER_BATCH)
+        if was != now:
+            diff.append(f"global batch ({_WORKERS} x {_PER_WORKER_BATCH}): {was} in the checkpoint, {now} now")
+    diff += _differences(saved, current, keys)
     if diff:
         raise ConfigMismatchError(
             f"--resume: {path} was trained with other settings; these keys changed:\n  "
