@@ -129,8 +129,6 @@ def test_asha_search_stops_trials_early_and_resumes(tmp_path):
         n = epochs[c.data.tags["trial"]][0]
         assert val_steps == list(range(1, n + 1))
         assert test_steps == ([3] if n == 3 else [])
-    # the stopped ones had the larger loss weights (a larger training loss at the rung)
-    assert min(w for _, _, w in stopped.values()) > min(w for _, _, w in full.values())
     assert "search: 4 trials with train_loss" in r.stdout and "stopped early by ASHA" in r.stdout
     best = (storage / "s" / "best.txt").read_text()
     assert "SOLVER.LW_BOX_REID = " in best
