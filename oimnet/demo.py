@@ -31,6 +31,7 @@ from PIL import Image
 
 from oimnet.cli import add_config_args, config_from_args, parse_args, usage_error
 from oimnet.data.transforms import to_tensor
+from oimnet.models.predictor import Predictor
 from oimnet.viz import draw
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
     "Hit",
     "parse_box",
     "list_gallery",
-    "load_model",
+    "load_predictor",
     "prepare_image",
     "embed_gallery",
     "embed_query",
@@ -124,12 +125,9 @@ def prepare_image(path: str, boxes=None) -> tuple[torch.Tensor, np.ndarray]:
     return to_tensor(img), boxes
 
 
-def load_model(cfg, ckpt: str, device: torch.device):
-    """build_model(cfg) with the checkpoint's weights (strict), eval mode, on device."""
-    from oimnet.checkpoint import model_from_checkpoint
-
-    model, _ = model_from_checkpoint(cfg, ckpt)
-    return model.eval().to(device)
+def load_predictor(cfg, ckpt: str, device: torch.device) -> Predictor:
+    """The predictor of build_model(cfg) with the checkpoint's weights (strict) on device."""
+    return Predictor.from_checkpoint(cfg, ckpt, device)
 
 
 # ------------------------------------------------------------------ gallery
@@ -193,39 +191,39 @@ def _load_features(path: Path, key: str) -> GalleryFeatures | None:
         return None
 
 
-@torch.no_grad()
-def _detect_all(model, cfg, paths: list[str], device: torch.device, progress: bool) -> GalleryFeatures:
-    from tqdm import tqdm
+def gallery_records(paths: list[str]) -> list[dict]:
+    """Records (oimnet.data.records) of unannotated images, for the test loader."""
+    return [
+        {
+            "img_path": p,
+            "img_name": os.path.basename(p),
+            "boxes": np.zeros((0, 4), np.float32),
+            "pids": np.zeros(0, np.int64),
+        }
+        for p in paths
+    ]
 
-    batch = max(int(cfg.INPUT.BATCH_SIZE_TEST), 1)
-    boxes, scores, feats, index = [], [], [], []
-    bar = tqdm(total=len(paths), desc="gallery", unit="img", disable=not progress, file=sys.stderr)
-    for start in range(0, len(paths), batch):
-        chunk = [prepare_image(p)[0] for p in paths[start : start + batch]]
-        outputs = model([img.to(device) for img in chunk])
-        for k, out in enumerate(outputs):
-            n = len(out["boxes"])
-            boxes.append(out["boxes"].float().cpu().numpy())
-            scores.append(out["scores"].float().cpu().numpy())
-            feats.append(out["embeddings"].float().cpu().numpy())
-            index.append(np.full(n, start + k, dtype=np.int64))
-        bar.update(len(chunk))
-    bar.close()
-    dim = feats[0].shape[1] if feats else 0
+
+def _detect_all(predictor: Predictor, cfg, paths: list[str], progress: bool) -> GalleryFeatures:
+    """Every image through the test loader and the predictor, as the evaluation's gallery pass."""
+    from oimnet.data import build_test_loader
+
+    loader = build_test_loader(cfg, "gallery", gallery_records(paths))
+    results = predictor.predict_loader(loader, "gallery", progress=progress)
+    per_image = [results[i] for i in range(len(paths))]  # list_gallery gives at least one image
     return GalleryFeatures(
         list(paths),
-        np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
-        np.concatenate(scores).astype(np.float32),
-        np.concatenate(feats).astype(np.float32).reshape(-1, dim),
-        np.concatenate(index),
+        np.concatenate([r.boxes for r in per_image]),
+        np.concatenate([r.scores for r in per_image]),
+        np.concatenate([r.embeddings for r in per_image]),
+        np.concatenate([np.full(len(r.boxes), i, dtype=np.int64) for i, r in enumerate(per_image)]),
     )
 
 
 def embed_gallery(
-    model,
+    predictor: Predictor,
     cfg,
     paths: list[str],
-    device: torch.device,
     *,
     ckpt: str | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -244,18 +242,16 @@ def embed_gallery(
         cached = _load_features(cache_file, key)
         if cached is not None:
             return cached, True
-    g = _detect_all(model, cfg, paths, device, progress)
+    g = _detect_all(predictor, cfg, paths, progress)
     if cache_file is not None:
         _save_features(cache_file, g, key)
     return g, False
 
 
-@torch.no_grad()
-def embed_query(model, cfg, path: str, box, device: torch.device) -> np.ndarray:
+def embed_query(predictor: Predictor, path: str, box) -> np.ndarray:
     """Embedding float32 (F,) of ``box`` (original pixels) in image ``path``."""
     img, boxes = prepare_image(path, box)
-    emb = model.embed_boxes([img.to(device)], [torch.from_numpy(boxes).to(device)])[0]
-    return emb.reshape(-1).float().cpu().numpy()
+    return predictor.embed([img], [boxes])[0].reshape(-1)
 
 
 # ------------------------------------------------------------------ ranking
@@ -359,10 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.DEVICE = args.device
     try:
         device = select_device(cfg)
-        model = load_model(cfg, args.ckpt, device)
+        predictor = load_predictor(cfg, args.ckpt, device)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-        gallery, cached = embed_gallery(model, cfg, paths, device, ckpt=args.ckpt, cache_dir=cache_dir)
-        query_feat = embed_query(model, cfg, args.query, box, device)
+        gallery, cached = embed_gallery(predictor, cfg, paths, ckpt=args.ckpt, cache_dir=cache_dir)
+        query_feat = embed_query(predictor, args.query, box)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

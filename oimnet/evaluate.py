@@ -40,20 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cache_from_checkpoint(cfg, ckpt_path: str) -> dict:
     """Checkpoint (ours or the authors' release) -> eval cache, on cfg's device."""
-    import torch
-
-    from oimnet.checkpoint import model_from_checkpoint
     from oimnet.engine.device import select_device
-    from oimnet.models.inference import compute_eval_cache
+    from oimnet.models.predictor import Predictor
 
     try:
-        model, _ = model_from_checkpoint(cfg, ckpt_path)
-        device = select_device(cfg)
+        predictor = Predictor.from_checkpoint(cfg, ckpt_path, select_device(cfg))
     except (FileNotFoundError, ValueError) as exc:
         usage_error(str(exc))
-    model.to(device).eval()
-    with torch.no_grad():
-        return compute_eval_cache(model, cfg, device)
+    return predictor.eval_cache(cfg)
 
 
 def _load_data(cfg):

@@ -42,7 +42,7 @@ CHANCE_P_VALUE = 0.005
 
 @pytest.fixture(scope="module")
 def searched(smoke_run, tmp_path_factory):
-    """The model, the gallery features of the whole test split, and its records."""
+    """The predictor, the gallery features of the whole test split, and its records."""
     from oimnet.data import load_records
 
     torch.manual_seed(0)
@@ -50,28 +50,27 @@ def searched(smoke_run, tmp_path_factory):
     root = cfg.INPUT.DATA_ROOT
     gallery = load_records("synthetic", root, "gallery")
     queries = load_records("synthetic", root, "query")
-    model = demo.load_model(cfg, str(ckpt), torch.device("cpu"))
+    predictor = demo.load_predictor(cfg, str(ckpt), torch.device("cpu"))
     feats, cached = demo.embed_gallery(
-        model,
+        predictor,
         cfg,
         [r["img_path"] for r in gallery],
-        torch.device("cpu"),
         ckpt=str(ckpt),
         cache_dir=tmp_path_factory.mktemp("demo_cache"),
         progress=False,
     )
     assert not cached
-    return model, cfg, ckpt, feats, gallery, queries
+    return predictor, cfg, ckpt, feats, gallery, queries
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # includes the smoke training of the session fixture
 def test_demo_finds_held_out_people_at_rank_1(searched):
-    model, cfg, _, feats, gallery, queries = searched
+    predictor, cfg, _, feats, gallery, queries = searched
     by_path = {r["img_path"]: r for r in gallery}
     hits_ok = []
     for q in queries:
-        qfeat = demo.embed_query(model, cfg, q["img_path"], q["boxes"][0], torch.device("cpu"))
+        qfeat = demo.embed_query(predictor, q["img_path"], q["boxes"][0])
         hits = demo.rank_frames(qfeat, feats, top=5, exclude={q["img_path"]})
         assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
         assert len({h.path for h in hits}) == 5 and q["img_path"] not in {h.path for h in hits}
@@ -107,7 +106,7 @@ def test_demo_ranking_agrees_with_the_evaluation(searched):
     """The demo's rank-1 match of each query is the evaluation's top-1 (the
     trainer's final results.json for the same checkpoint): same resizing,
     box scaling, embeddings and cosine ranking, independent of model quality."""
-    model, cfg, ckpt, feats, _, queries = searched
+    predictor, cfg, ckpt, feats, _, queries = searched
     results = Path(ckpt).parent / "results.json"
     if not results.is_file():
         pytest.skip(f"{results}: no results.json beside the checkpoint")
@@ -115,7 +114,7 @@ def test_demo_ranking_agrees_with_the_evaluation(searched):
     assert [r["img_name"] for r in rows] == [q["img_name"] for q in queries]
     compared = agree = 0
     for q, row in zip(queries, rows):
-        qfeat = demo.embed_query(model, cfg, q["img_path"], q["boxes"][0], torch.device("cpu"))
+        qfeat = demo.embed_query(predictor, q["img_path"], q["boxes"][0])
         hits = demo.rank_frames(qfeat, feats, top=1, exclude={q["img_path"]})
         if not row["top10"] or not hits:
             assert not row["top10"] and not hits

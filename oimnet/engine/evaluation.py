@@ -6,8 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from oimnet.constants import SCALAR_METRICS
 from oimnet.engine.device import select_device
 
@@ -33,11 +31,19 @@ def load_eval_records(cfg):
     return gallery, query, protocol
 
 
-@torch.no_grad()
 def evaluate_model(
     model, cfg, device, out_dir: str | Path, tag: str = "final", use_gt: bool = False, records: tuple | None = None
 ) -> dict:
-    """Run the model over gallery and query, score the protocol, write files.
+    """:func:`evaluate` of ``model`` on ``device`` (the training-time evaluations call this)."""
+    from oimnet.models.predictor import Predictor
+
+    return evaluate(Predictor(model, device), cfg, out_dir, tag=tag, use_gt=use_gt, records=records)
+
+
+def evaluate(
+    predictor, cfg, out_dir: str | Path, tag: str = "final", use_gt: bool = False, records: tuple | None = None
+) -> dict:
+    """Run the predictor over gallery and query, score the protocol, write files.
 
     Writes ``eval_cache.pth`` (the release's cache format) and
     ``results_<tag>.json`` (+ ``results.json``, the latest) in out_dir.
@@ -50,19 +56,13 @@ def evaluate_model(
     Returns the full result dict (scalars + per-query top-10).
     """
     from oimnet.eval import dataset_identity, evaluate_cache, save_cache, write_results_json
-    from oimnet.models.inference import compute_eval_cache
 
     if use_gt:
         cfg = cfg.copy()
         cfg.EVAL_USE_GT = True
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    try:
-        cache = compute_eval_cache(model, cfg, device, records[:2] if records is not None else None)
-    finally:
-        model.train(was_training)
+    cache = predictor.eval_cache(cfg, records[:2] if records is not None else None)
     if records is None:
         gallery, query, protocol = load_eval_records(cfg)
         identity = dataset_identity(str(cfg.INPUT.DATASET), gallery, query)
@@ -79,8 +79,9 @@ def evaluate_model(
 
 def evaluate_checkpoint(cfg, ckpt_path: str, tracking_uri: str | None = None, log_to_mlflow: bool = True) -> dict:
     """`--eval --ckpt`: load our or the release's checkpoint and evaluate it (an MLflow run "eval-<name>")."""
-    from oimnet.checkpoint import model_from_checkpoint, read_checkpoint
+    from oimnet.checkpoint import read_checkpoint
     from oimnet.engine.run_setup import prepare_config, setup_logging
+    from oimnet.models.predictor import Predictor
 
     cfg = prepare_config(cfg)
     out = Path(cfg.OUTPUT_DIR)
@@ -90,12 +91,11 @@ def evaluate_checkpoint(cfg, ckpt_path: str, tracking_uri: str | None = None, lo
         device = select_device(cfg)
         path = Path(ckpt_path)
         obj = read_checkpoint(str(path))
-        model, report = model_from_checkpoint(cfg, str(path), checkpoint=obj)
-        log.info("loaded %s (%s)", path, report)
-        model.to(device)
+        predictor = Predictor.from_checkpoint(cfg, str(path), device, checkpoint=obj)
+        log.info("loaded %s (%s)", path, predictor.load_report)
         if log_to_mlflow:
             run = _start_eval_run(cfg, path, device, tracking_uri)
-        result = evaluate_model(model, cfg, device, out, tag="eval")
+        result = evaluate(predictor, cfg, out, tag="eval")
         if run:
             run.log_metrics(scalar_metrics(result), step=int(obj.get("epoch", 0)) if isinstance(obj, dict) else 0)
             run.log_artifact(out / "results.json")
