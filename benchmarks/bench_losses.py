@@ -24,6 +24,7 @@ import functools
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -83,30 +84,56 @@ def paper_batch(seed: int = 0, images: int = 5, rois: int = 128) -> tuple[torch.
     return x, labels, ious
 
 
-@_one_thread
-def _memory_update(loss_type: str, quick: bool) -> dict:
-    x, labels, ious = paper_batch()
+class MemoryUpdateCase(NamedTuple):
+    """A fast OIM/LOIM memory at the paper's sizes, a copy of its start state and the paper batch.
+
+    ``agree``/``err``: whether one fast update equals the sequential reference
+    (max abs difference of LUT and queue, and the queue head).
+    """
+
+    fast: OIMLoss
+    state: tuple  # (lut, cq, head) before the update, for the reference
+    x: torch.Tensor  # (N, DIM) RoI features
+    labels: torch.Tensor  # (N,)
+    ious: torch.Tensor  # (N,)
+    agree: bool
+    err: float
+
+    def reference(self):
+        lut, cq, head = self.state
+        f = self.fast
+        return sequential_memory_update(
+            lut, cq, head, self.x, self.labels, f.loss_type, f.momentum, self.ious, f.eps, inplace=True
+        )
+
+    def update(self):
+        self.fast.update_memory(self.x, self.labels, self.ious)
+
+
+def memory_update_case(loss_type: str, device="cpu") -> MemoryUpdateCase:
+    """Set up one memory-update comparison (also used by benchmarks/gpu_check.py on a GPU)."""
+    x, labels, ious = (t.to(device) for t in paper_batch())
     g = torch.Generator().manual_seed(1)
-    fast = OIMLoss(DIM, LUT_SIZE, CQ_SIZE, loss_type=loss_type)
+    fast = OIMLoss(DIM, LUT_SIZE, CQ_SIZE, loss_type=loss_type).to(device)
     with torch.no_grad():
-        fast.lut.copy_(F.normalize(torch.randn(LUT_SIZE, DIM, generator=g), dim=1))
+        fast.lut.copy_(F.normalize(torch.randn(LUT_SIZE, DIM, generator=g), dim=1).to(device))
         fast.cq_head.fill_(CQ_SIZE - 37)  # the batch wraps around the queue end
     lut, cq, head = fast.lut.clone(), fast.cq.clone(), int(fast.cq_head)
-
     ref_lut, ref_cq, ref_head = sequential_memory_update(
         lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps
     )
     fast.update_memory(x, labels, ious)
     err = max((fast.lut - ref_lut).abs().max().item(), (fast.cq - ref_cq).abs().max().item())
     agree = err <= 1e-5 and int(fast.cq_head) == ref_head
+    return MemoryUpdateCase(fast, (lut, cq, head), x, labels, ious, agree, err)
 
+
+@_one_thread
+def _memory_update(loss_type: str, quick: bool) -> dict:
+    case = memory_update_case(loss_type)
+    labels, agree, err = case.labels, case.agree, case.err
     t = _min_time(
-        {
-            "reference": lambda: sequential_memory_update(
-                lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps, inplace=True
-            ),
-            "fast": lambda: fast.update_memory(x, labels, ious),
-        },
+        {"reference": case.reference, "fast": case.update},
         repeats=5 if quick else 50,
     )
     fg = labels > 0

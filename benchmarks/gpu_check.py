@@ -253,44 +253,25 @@ def inference(device, quick: bool) -> dict:
 def kernels(device, quick: bool) -> dict:
     """Memory update and ProtoNorm on the device against their per-RoI reference loops."""
     import torch
-    import torch.nn.functional as F
 
-    from benchmarks.bench_losses import CQ_SIZE, DIM, LUT_SIZE, paper_batch, realistic_labels
-    from oimnet.losses import OIMLoss
+    from benchmarks.bench_losses import memory_update_case, realistic_labels
     from oimnet.models.protonorm import ProtoNorm1d, ProtoNorm2d
-    from tests.reference_losses import reference_protonorm, sequential_memory_update
+    from tests.reference_losses import reference_protonorm
 
     out = {}
     fast_n, ref_n = (3, 1) if quick else (20, 3)
-    x, labels, ious = (t.to(device) for t in paper_batch())
     for loss_type in ("OIM", "LOIM"):
-        fast = OIMLoss(DIM, LUT_SIZE, CQ_SIZE, loss_type=loss_type).to(device)
-        with torch.no_grad():
-            fast.lut.copy_(F.normalize(torch.randn(LUT_SIZE, DIM, device=device), dim=1))
-            fast.cq_head.fill_(CQ_SIZE - 37)  # the batch wraps around the queue end
-        lut, cq, head = fast.lut.clone(), fast.cq.clone(), int(fast.cq_head)
-        ref_lut, ref_cq, ref_head = sequential_memory_update(
-            lut, cq, head, x, labels, loss_type, fast.momentum, ious, fast.eps
-        )
-        fast.update_memory(x, labels, ious)
-        err = max((fast.lut - ref_lut).abs().max().item(), (fast.cq - ref_cq).abs().max().item())
-        agree = err <= 1e-5 and int(fast.cq_head) == ref_head
-        t_fast = _timed(lambda fast=fast: fast.update_memory(x, labels, ious), device, fast_n)
-        t_ref = _timed(
-            lambda loss_type=loss_type, fast=fast, state=(lut, cq, head): sequential_memory_update(
-                *state, x, labels, loss_type, fast.momentum, ious, fast.eps, inplace=True
-            ),
-            device,
-            ref_n,
-            warmup=0,
-        )
+        case = memory_update_case(loss_type, device)
+        agree, err = case.agree, case.err
+        t_fast = _timed(case.update, device, fast_n)
+        t_ref = _timed(case.reference, device, ref_n, warmup=0)
         out[f"{loss_type.lower()}_update"] = {
             "fast_s": round(min(t_fast), 6),
             "reference_s": round(min(t_ref), 6),
             "speedup": round(min(t_ref) / min(t_fast), 1),
             "max_abs_err": err,
             "agree": agree,
-            "rois": int(labels.numel()),
+            "rois": int(case.labels.numel()),
         }
     for name, shape in (("protonorm1d", (640, 256)), ("protonorm2d", (160, 512, 7, 7) if quick else (640, 512, 7, 7))):
         torch.manual_seed(0)

@@ -365,17 +365,8 @@ class _ProtoNorm(_BatchNorm):
 class ProtoNorm1d(_ProtoNorm):
     """ProtoNorm over (N, C) embeddings; state dict as BatchNorm1d (no affine by default, like the release)."""
 
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = False,
-        unlabeled_id: int = UNLABELED_ID,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False, **kw):
+        super().__init__(num_features, eps, momentum, affine, **kw)
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() != 2:
@@ -384,18 +375,6 @@ class ProtoNorm1d(_ProtoNorm):
 
 class ProtoNorm2d(_ProtoNorm):
     """ProtoNorm over (N, C, H, W) RoI feature maps (OIMNet+++ res5 head); state dict as BatchNorm2d."""
-
-    def __init__(
-        self,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        unlabeled_id: int = UNLABELED_ID,
-        device=None,
-        dtype=None,
-    ):
-        super().__init__(num_features, eps, momentum, affine, unlabeled_id, device=device, dtype=dtype)
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() != 4:
