@@ -19,7 +19,7 @@ import torch
 BENCH_SEED = 0
 
 
-def _scene(batch: int, height: int, width: int, num_pids: int, device) -> tuple[list, list]:
+def synthetic_scene(batch: int, height: int, width: int, num_pids: int, device) -> tuple[list, list]:
     g = torch.Generator().manual_seed(BENCH_SEED)
     images, targets = [], []
     for _ in range(batch):
@@ -60,7 +60,7 @@ def time_train_step(
     opt = torch.optim.SGD(params, lr=1e-4, momentum=0.9, weight_decay=5e-4)
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    images, targets = _scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
+    images, targets = synthetic_scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
     finite = True
 
     def step() -> None:

@@ -157,7 +157,7 @@ def train_step(device, quick: bool) -> dict:
     """Per variant: float32 vs AMP losses of one forward, then step time / images/s / peak memory of the AMP step."""
     import torch
 
-    from benchmarks.bench_model import _scene
+    from benchmarks.bench_model import synthetic_scene
     from oimnet.engine.step import SingleDeviceStep, loss_weights
     from oimnet.engine.trainer import build_optimizer
     from oimnet.models import build_model
@@ -172,7 +172,7 @@ def train_step(device, quick: bool) -> dict:
         cfg = _config(variant, quick)
         torch.manual_seed(0)
         model = build_model(cfg).to(device).train()
-        images, targets = _scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
+        images, targets = synthetic_scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
         with torch.no_grad():  # a non-empty memory, so that the re-id loss is not log(L + Q) for every RoI
             lut = model.roi_heads.reid_loss.lut
             lut.copy_(torch.nn.functional.normalize(torch.randn(lut.shape, device=device), dim=1))
@@ -220,7 +220,7 @@ def inference(device, quick: bool) -> dict:
     """Gallery detection + embeddings (float32, no_grad) images/s at batch 1 and 4 (OIMNet++)."""
     import torch
 
-    from benchmarks.bench_model import _scene
+    from benchmarks.bench_model import synthetic_scene
     from oimnet.models import build_model
 
     cfg = _config("OIMNet++", quick)
@@ -229,7 +229,7 @@ def inference(device, quick: bool) -> dict:
     out = {}
     for batch in (1, 4):
         _, height, width = _batch_shape(quick, batch)
-        images, _ = _scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
+        images, _ = synthetic_scene(batch, height, width, int(cfg.MODEL.LOSS.LUT_SIZE), device)
         _reset_peak(device)
         detections = []
         with torch.no_grad():

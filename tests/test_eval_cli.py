@@ -67,7 +67,16 @@ def test_json_output_matches_evaluate_cache_prw(worlds, capsys, tmp_path):
     assert set(first["top10"][0]) == {"img_name", "box", "score", "correct"}
 
 
+def _cuhk_json(capsys, cache_path: str, root: str, gallery_size: int) -> dict:
+    """What `oimnet.evaluate --cache ... --json` prints for CUHK-SYSU at one gallery size."""
+    args = ["--cache", cache_path, "--json", "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root]
+    assert main(args + ["EVAL_GALLERY_SIZE", str(gallery_size)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_table_output_cuhk_with_gallery_size(worlds, capsys):
+    from oimnet.eval import load_cache
+
     root, cache_path, gallery, query = worlds["CUHK-SYSU"]
     assert (
         main(["--cache", cache_path, "INPUT.DATASET", "CUHK-SYSU", "INPUT.DATA_ROOT", root, "EVAL_GALLERY_SIZE", "50"])
@@ -75,46 +84,12 @@ def test_table_output_cuhk_with_gallery_size(worlds, capsys):
     )
     text = capsys.readouterr().out
     assert "gallery size 50" in text and "mAP" in text and "%" in text
-    assert (
-        main(
-            [
-                "--cache",
-                cache_path,
-                "--json",
-                "INPUT.DATASET",
-                "CUHK-SYSU",
-                "INPUT.DATA_ROOT",
-                root,
-                "EVAL_GALLERY_SIZE",
-                "50",
-            ]
-        )
-        == 0
-    )
-    printed = json.loads(capsys.readouterr().out)
+    printed = _cuhk_json(capsys, cache_path, root, 50)
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": 50})
-    from oimnet.eval import load_cache
-
     want = evaluate_cache(cfg, load_cache(cache_path), gallery, query, load_cuhk_protocol(root, 50))
     assert printed["gallery_size"] == 50 and printed["mAP"] == want["mAP"]
     # The full set is scored from the records' test pids, equal to its explicit per-query lists.
-    assert (
-        main(
-            [
-                "--cache",
-                cache_path,
-                "--json",
-                "INPUT.DATASET",
-                "CUHK-SYSU",
-                "INPUT.DATA_ROOT",
-                root,
-                "EVAL_GALLERY_SIZE",
-                "-1",
-            ]
-        )
-        == 0
-    )
-    printed = json.loads(capsys.readouterr().out)
+    printed = _cuhk_json(capsys, cache_path, root, -1)
     cfg = OmegaConf.create({"INPUT": {"DATASET": "CUHK-SYSU"}, "EVAL_GALLERY_SIZE": -1})
     # queries with the release's dummy pid force the per-query-list path
     dummy = [{**q, "pids": q["pids"] * 0 - 100} for q in query]

@@ -4,68 +4,33 @@ kill -9 just after a trial finished (slow: real Ray, real MLflow sqlite)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from oimnet.engine.tracking import get_client
+from tests.sweep_driver import RUN, driver_env, interrupt_when, start_sweep, sweep_children, wait_for
 from tune import local_ray
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
-
 pytestmark = pytest.mark.slow
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(CUDA_VISIBLE_DEVICES="", RAY_AUTH_MODE="disabled")
-    return env
-
-
-def _children(uri, parent_id):
-    client = get_client(uri)
-    exp = client.get_run(parent_id).info.experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-
-
-def _wait_for(cond, proc, what, timeout=300):
-    deadline = time.time() + timeout
-    while not cond():
-        assert proc.poll() is None, f"driver exited before {what}: " + proc.stdout.read()[-3000:]
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_sigterm_to_the_driver_is_handled_like_ctrl_c(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
     base = ["--storage", str(storage), "--experiment", "term", "--tracking-uri", uri]
-    proc = subprocess.Popen(
-        RUN + ["--grid", "micro", "--max-concurrent", "1"] + base,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_sweep(["--grid", "micro", "--max-concurrent", "1"] + base)
     log = storage / "term" / "outputs" / "r00-OIMNet-s1" / "train.log"
-    try:
-        _wait_for(lambda: log.exists() and "MLflow" in log.read_text(), proc, "the first trial's start")
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    out = interrupt_when(
+        lambda: log.exists() and "MLflow" in log.read_text(), proc, "the first trial's start", sig=signal.SIGTERM
+    )
     assert proc.returncode == 143, out[-3000:]
     assert "--resume --experiment term" in out and "SIGTERM" in out
     state = json.loads((storage / "term" / "sweep.json").read_text())
     assert get_client(uri).get_run(state["parent_run_id"]).info.status == "KILLED"
-    children = _children(uri, state["parent_run_id"])
+    children = sweep_children(uri, state["parent_run_id"])
     assert children and {c.info.status for c in children} == {"KILLED"}
     assert not (storage / "term" / local_ray.RECORD).exists()  # a driver that exits removes its record
 
@@ -74,17 +39,10 @@ def test_kill_9_just_after_a_trial_finished_then_resume(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
     base = ["--storage", str(storage), "--experiment", "k9", "--tracking-uri", uri]
-    proc = subprocess.Popen(
-        RUN + ["--grid", "micro", "--max-concurrent", "1"] + base,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_sweep(["--grid", "micro", "--max-concurrent", "1"] + base, start_new_session=True)
     first = storage / "k9" / "outputs" / "r00-OIMNet-s1" / "train.log"
     try:
-        _wait_for(lambda: first.exists() and "training done" in first.read_text(), proc, "the first trial's end")
+        wait_for(lambda: first.exists() and "training done" in first.read_text(), proc, "the first trial's end")
         time.sleep(1.0)  # its MLflow run ends FINISHED right after "training done"
         proc.kill()  # SIGKILL: no handler runs
         proc.wait(30)
@@ -96,12 +54,12 @@ def test_kill_9_just_after_a_trial_finished_then_resume(tmp_path):
     leftover = local_ray.session_pids(session)
     print(f"processes of the killed driver's Ray session still alive: {len(leftover)}")
 
-    r = subprocess.run(RUN + ["--resume"] + base, capture_output=True, text=True, env=_env(), timeout=600)
+    r = subprocess.run(RUN + ["--resume"] + base, capture_output=True, text=True, env=driver_env(), timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert local_ray.session_pids(session) == []  # the dead driver's cluster was ended
     assert first.read_text().count("training done") == 1  # the finished trial was not retrained
     state = json.loads((storage / "k9" / "sweep.json").read_text())
-    children = _children(uri, state["parent_run_id"])
+    children = sweep_children(uri, state["parent_run_id"])
     assert sorted(c.data.tags["row"] for c in children) == ["OIMNet", "OIMNet++"]
     assert {c.info.status for c in children} == {"FINISHED"}
     assert "| OIMNet | OIMNet | " in r.stdout and "| OIMNet++ | OIMNet++ | " in r.stdout

@@ -7,21 +7,14 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.sweep_driver import RUN, driver_env
 from tune.sweep import SweepState, reopen_parent, save_trials
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(CUDA_VISIBLE_DEVICES="", RAY_AUTH_MODE="disabled")
-    return env
 
 
 class _Plant:
@@ -72,7 +65,7 @@ def test_resume_refuses_a_folder_others_could_have_written(tmp_path, how):
         RUN + ["--resume", "--experiment", "planted", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=300,
     )
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -89,7 +82,7 @@ def test_resume_against_another_store_is_refused(tmp_path):
         RUN + ["--resume", "--experiment", "s", "--storage", str(tmp_path / "rr"), "--tracking-uri", other],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=300,
     )
     assert r.returncode == 2, r.stderr[-2000:]
@@ -135,7 +128,7 @@ def test_new_sweep_on_a_file_that_is_not_a_database(tmp_path):
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=300,
     )
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]

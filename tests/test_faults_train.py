@@ -12,22 +12,12 @@ import pytest
 import torch
 
 from oimnet.engine.tracking import get_client
+from tests.smoke import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "INPUT.SYNTH.FRAMES": 24,
-    "INPUT.SYNTH.IDENTITIES": 8,
-    "SOLVER.MAX_EPOCHS": 2,
-    "MODEL.LOSS.LUT_SIZE": 8,
-    "MODEL.LOSS.CQ_SIZE": 16,
-    "DISP_PERIOD": 2,
-    "CKPT_PERIOD": 1,
-    "EVAL_PERIOD": 2,
-    "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16,
-    "DEVICE": "cpu",
-}
+TINY = {**TINY_RUN, "DEVICE": "cpu"}
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,9 @@ import pytest
 
 from oimnet.engine.hooks import HookBase
 from oimnet.engine.trainer import train_run
-from tests.smoke import smoke_config
+from tests.smoke import TINY_RUN, smoke_config
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "INPUT.SYNTH.FRAMES": 24,
-    "INPUT.SYNTH.IDENTITIES": 8,
-    "SOLVER.MAX_EPOCHS": 2,
-    "MODEL.LOSS.LUT_SIZE": 8,
-    "MODEL.LOSS.CQ_SIZE": 16,
-    "DISP_PERIOD": 2,
-    "CKPT_PERIOD": 1,
-    "EVAL_PERIOD": 2,
-    "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN": 16,
-}
 
 
 class Recorder(HookBase):
@@ -61,7 +49,7 @@ def test_a_hook_from_outside_sees_every_stage_without_mlflow_or_ray(tmp_path, mo
     # Neither is importable: an untracked run must not need them.
     monkeypatch.setitem(sys.modules, "mlflow", None)
     monkeypatch.setitem(sys.modules, "ray", None)
-    cfg = smoke_config(tmp_path / "h", tmp_path / "data", **TINY)
+    cfg = smoke_config(tmp_path / "h", tmp_path / "data", **TINY_RUN)
     rec = Recorder()
     metrics = train_run(cfg, hooks=[rec], track=False)
 
@@ -95,7 +83,7 @@ class FailAtStep(HookBase):
 
 
 def test_an_exception_reaches_on_exception_then_after_train(tmp_path):
-    cfg = smoke_config(tmp_path / "x", tmp_path / "data", **{**TINY, "SOLVER.MAX_EPOCHS": 1})
+    cfg = smoke_config(tmp_path / "x", tmp_path / "data", **{**TINY_RUN, "SOLVER.MAX_EPOCHS": 1})
     rec = Recorder()
     with pytest.raises(RuntimeError, match="boom at step 2"):
         train_run(cfg, hooks=[rec, FailAtStep()], track=False)

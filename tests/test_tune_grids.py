@@ -1,16 +1,14 @@
-"""Grid files: validation messages, expansion, and the CLI's --dry-run."""
+"""Grid files: validation messages, expansion, and the RUN's --dry-run."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.sweep_driver import RUN, driver_env
 from tune.grids import GridError, expand, load_grid, resolve_grid_path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
 
 TABLE3_ROWS = {
     "OIMNet": ("none", "OIM", False),
@@ -21,12 +19,6 @@ TABLE3_ROWS = {
     "OIMNet++": ("protonorm", "LOIM", False),
     "OIMNet+++": ("protonorm", "LOIM", True),
 }
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
 
 
 def _write(tmp_path, text, name="my.yaml"):
@@ -154,7 +146,11 @@ def test_cli_bad_grid_exits_2_with_the_message_before_anything_runs(tmp_path):
     g = _write(tmp_path, "rows:\n  - {name: OIMNet++, overrides: {MODEL.LOSS.TPYE: LOIM}}\n")
     storage = tmp_path / "rr"
     r = subprocess.run(
-        CLI + ["--grid", str(g), "--storage", str(storage)], capture_output=True, text=True, env=_env(), timeout=120
+        RUN + ["--grid", str(g), "--storage", str(storage)],
+        capture_output=True,
+        text=True,
+        env=driver_env(),
+        timeout=120,
     )
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip() == (
@@ -165,10 +161,10 @@ def test_cli_bad_grid_exits_2_with_the_message_before_anything_runs(tmp_path):
 
 def test_cli_dry_run_prints_every_row_and_seed(tmp_path):
     r = subprocess.run(
-        CLI + ["--grid", "table3", "--seeds", "2", "--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + ["--grid", "table3", "--seeds", "2", "--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
@@ -192,7 +188,7 @@ def test_cli_dry_run_prints_every_row_and_seed(tmp_path):
 
 def test_cli_paper_profile_without_gpu_states_time_and_needs_force(tmp_path):
     r = subprocess.run(
-        CLI
+        RUN
         + [
             "--grid",
             "table3",
@@ -207,7 +203,7 @@ def test_cli_paper_profile_without_gpu_states_time_and_needs_force(tmp_path):
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
     )
     assert r.returncode == 2

@@ -1,28 +1,20 @@
 """The `search:` section of grid files: validation messages and the dry run (no training)."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.sweep_driver import RUN, driver_env
 from tune.grids import GridError, expand, load_grid, resolve_grid_path
 from tune.search import Search, label, param_space
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
 
 BASE = """
 rows: [{name: OIMNet++, overrides: {MODEL.LOSS.TYPE: LOIM}}]
 search:
 """
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
 
 
 def test_shipped_search_grid_searches_lr_and_eps_of_oimnetpp():
@@ -99,10 +91,10 @@ def test_cli_rejects_a_search_that_cannot_run_before_anything_starts(tmp_path, b
     p = tmp_path / "s.yaml"
     p.write_text(BASE + body)
     r = subprocess.run(
-        CLI + ["--grid", str(p), "--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + ["--grid", str(p), "--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
         check=False,
     )
@@ -112,10 +104,10 @@ def test_cli_rejects_a_search_that_cannot_run_before_anything_starts(tmp_path, b
 
 def test_cli_dry_run_shows_the_search_and_refuses_several_seeds(tmp_path):
     r = subprocess.run(
-        CLI + ["--grid", "lr_eps", "--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + ["--grid", "lr_eps", "--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
         check=False,
     )
@@ -123,10 +115,10 @@ def test_cli_dry_run_shows_the_search_and_refuses_several_seeds(tmp_path):
     assert "search: 8 samples of the configuration above, optuna sampling, maximising val_mAP; ASHA" in r.stdout
     assert "SOLVER.BASE_LR: loguniform[0.001, 0.05]" in r.stdout
     r = subprocess.run(
-        CLI + ["--grid", "lr_eps", "--seeds", "3", "--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + ["--grid", "lr_eps", "--seeds", "3", "--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
         check=False,
     )

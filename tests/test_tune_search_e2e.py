@@ -10,19 +10,15 @@ end (so a stopped trial has no test numbers).
 """
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from oimnet.engine.tracking import get_client
+from tests.sweep_driver import RUN, driver_env, interrupt_when, start_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
 
 pytestmark = pytest.mark.slow
 
@@ -59,43 +55,25 @@ search:
 """
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(CUDA_VISIBLE_DEVICES="", RAY_AUTH_MODE="disabled")
-    return env
-
-
 def test_asha_search_stops_trials_early_and_resumes(tmp_path):
     grid = tmp_path / "asha.yaml"
     grid.write_text(GRID)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
     base = ["--storage", str(storage), "--experiment", "s", "--tracking-uri", uri]
-    proc = subprocess.Popen(
-        RUN + ["--grid", str(grid), "--max-concurrent", "2"] + base,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_sweep(["--grid", str(grid), "--max-concurrent", "2"] + base)
     outputs = storage / "s" / "outputs"
-    try:
-        deadline = time.time() + 400
-        # interrupt once the third sampled configuration has started training
-        while len([p for p in outputs.glob("*/train.log")] if outputs.is_dir() else []) < 3:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.time() < deadline, "third trial never started"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # interrupt once the third sampled configuration has started training
+    out = interrupt_when(
+        lambda: len(list(outputs.glob("*/train.log"))) >= 3, proc, "the third trial's start", timeout=400
+    )
     assert proc.returncode == 130, out[-3000:]
     state = json.loads((storage / "s" / "sweep.json").read_text())
     assert state["search"]["num_samples"] == 4
 
-    r = subprocess.run(RUN + ["--resume"] + base, capture_output=True, text=True, env=_env(), timeout=600, check=False)
+    r = subprocess.run(
+        RUN + ["--resume"] + base, capture_output=True, text=True, env=driver_env(), timeout=600, check=False
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
     client = get_client(uri)
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # the same parent, continued

@@ -13,25 +13,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from oimnet.engine.tracking import get_client
+from tests.sweep_driver import RUN, TABLES, driver_env, interrupt_when, start_sweep, sweep_children
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, str(ROOT / "tune" / "run_ablation.py")]
-TABLES = [sys.executable, str(ROOT / "analysis" / "make_tables.py")]
 ROWS = {"r00-OIMNet-s1": "OIMNet", "r01-OIMNetpp-s1": "OIMNet++"}
 
 pytestmark = pytest.mark.slow
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update(CUDA_VISIBLE_DEVICES="", RAY_AUTH_MODE="disabled", **extra)
-    return env
 
 
 def _free_port() -> int:
@@ -74,7 +66,7 @@ def ray_head(tmp_path_factory):
         str(temp),
     ]
     log = open(temp / "head.log", "w")
-    proc = subprocess.Popen(args, env=_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(args, env=driver_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield f"127.0.0.1:{port}", temp
     finally:
@@ -89,12 +81,6 @@ def ray_head(tmp_path_factory):
             pass
         proc.wait()
         log.close()
-
-
-def _children(uri, parent_id):
-    client = get_client(uri)
-    exp = client.get_run(parent_id).info.experiment_id
-    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
 def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path):
@@ -116,7 +102,7 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
         "--set",
         "SOLVER.MAX_EPOCHS=2",
     ]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=420, cwd=ROOT)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=driver_env(), timeout=420, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     exp_dir = storage / "e2e"
     state = json.loads((exp_dir / "sweep.json").read_text())
@@ -130,7 +116,7 @@ def test_micro_grid_end_to_end_on_a_ray_head_with_crash_retry(ray_head, tmp_path
         "seeds": "1",
     }
 
-    children = _children(uri, state["parent_run_id"])
+    children = sweep_children(uri, state["parent_run_id"])
     assert sorted(c.data.tags["row"] for c in children) == ["OIMNet", "OIMNet++"]  # one child per trial, retry included
     stored = {}
     for c in children:
@@ -175,38 +161,23 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     storage = tmp_path / "rr"
     base = ["--storage", str(storage), "--experiment", "int", "--tracking-uri", uri]
-    proc = subprocess.Popen(
-        RUN + ["--grid", "micro", "--max-concurrent", "1"] + base,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_sweep(["--grid", "micro", "--max-concurrent", "1"] + base)
     outputs = storage / "int" / "outputs"
-    try:
-        deadline = time.time() + 300
-        # max-concurrent 1: the second trial starts only once the first has terminated
-        while not (outputs / "r01-OIMNetpp-s1" / "train.log").exists():
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            assert time.time() < deadline, "second trial never started"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # max-concurrent 1: the second trial starts only once the first has terminated
+    second = outputs / "r01-OIMNetpp-s1" / "train.log"
+    out = interrupt_when(second.exists, proc, "the second trial's start")
     assert proc.returncode == 130, out[-3000:]
     assert "--resume --experiment int" in out
     state = json.loads((storage / "int" / "sweep.json").read_text())
     client = get_client(uri)
     assert client.get_run(state["parent_run_id"]).info.status == "KILLED"
-    first = [c for c in _children(uri, state["parent_run_id"]) if c.data.tags["row"] == "OIMNet"]
+    first = [c for c in sweep_children(uri, state["parent_run_id"]) if c.data.tags["row"] == "OIMNet"]
     assert [c.info.status for c in first] == ["FINISHED"]
 
-    r = subprocess.run(RUN + ["--resume"] + base, capture_output=True, text=True, env=_env(), timeout=300)
+    r = subprocess.run(RUN + ["--resume"] + base, capture_output=True, text=True, env=driver_env(), timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert client.get_run(state["parent_run_id"]).info.status == "FINISHED"  # the same parent continued
-    children = _children(uri, state["parent_run_id"])
+    children = sweep_children(uri, state["parent_run_id"])
     oimnet = [c for c in children if c.data.tags["row"] == "OIMNet"]
     assert [c.info.run_id for c in oimnet] == [first[0].info.run_id]  # not rerun
     assert (outputs / "r00-OIMNet-s1" / "train.log").read_text().count("training done") == 1
