@@ -231,9 +231,15 @@ def detector_batch():
     return images, targets
 
 
-def train_detector(rank: int | None, world: int, variant: str) -> dict[str, torch.Tensor]:
-    """STEPS SGD steps of a tiny detector on this rank's images (``rank`` None: one process, all 4, keyed sampling).
+# float64: every step compared (rounding cannot move a ReLU input across zero);
+# float32: the first step's forward only (see test_distributed.py).
+DETECTOR_RUNS = {"float64": STEPS, "float32": 1}
 
+
+def train_detector(rank: int | None, world: int, variant: str, dtype: str = "float64", steps: int = STEPS):
+    """``steps`` SGD steps of a tiny detector in ``dtype`` on this rank's images (``rank`` None: one process, all 4).
+
+    bn1 trains its statistics as in every run. Keyed sampling on both sides.
     Returns per step the ranks' mean of every loss term, every parameter's
     gradient after DDP's reduction, and every buffer after the step.
     """
@@ -243,19 +249,15 @@ def train_detector(rank: int | None, world: int, variant: str) -> dict[str, torc
     from oimnet.models.sampling import set_sampling_keys, use_keyed_sampling
 
     torch.manual_seed(0)
-    model = build_model(tiny_detector_config(variant)).train()
-    # bn1's batch statistics (as the release trains them) make the 2-rank gradients
-    # differ from one process by up to 2.3e-5 after the first step and drift further
-    # (not yet understood, see the README); this equality test keeps bn1's statistics fixed.
-    model.backbone.freeze_bn1_stats = True
-    model.backbone.bn1.eval()
+    model = build_model(tiny_detector_config(variant)).to(getattr(torch, dtype)).train()
     model = wrap_data_parallel(model, torch.device("cpu")) if rank is not None else use_keyed_sampling(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)  # the paper's SGD
     images, targets = detector_batch()
     mine = range(IMAGES) if rank is None else range(rank * IMAGES_PER_RANK, (rank + 1) * IMAGES_PER_RANK)
-    images, targets = [images[i] for i in mine], [targets[i] for i in mine]
+    images = [images[i].to(getattr(torch, dtype)) for i in mine]
+    targets = [{**targets[i], "boxes": targets[i]["boxes"].to(getattr(torch, dtype))} for i in mine]
     out: dict[str, torch.Tensor] = {}
-    for step in range(STEPS):
+    for step in range(steps):
         set_sampling_keys(model, seed=1, epoch=0, indices=[t["index"] + IMAGES * step for t in targets])
         losses = model(images, targets)
         optimizer.zero_grad()
@@ -272,7 +274,12 @@ def train_detector(rank: int | None, world: int, variant: str) -> dict[str, torc
 
 
 def detector_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
-    return {f"{v}/{k}": t for v in VARIANTS for k, t in train_detector(rank, world, v).items()}
+    return {
+        f"{v}/{dtype}/{k}": t
+        for v in VARIANTS
+        for dtype, steps in DETECTOR_RUNS.items()
+        for k, t in train_detector(rank, world, v, dtype, steps).items()
+    }
 
 
 # ----------------------------------------------------------------- whole runs (trainer + hooks)

@@ -103,11 +103,10 @@ class Backbone(nn.Module):
     As in the authors' release, conv1's weight and bn1's affine weight and
     bias get no gradients, but bn1 follows ``train()`` like every other
     BatchNorm: in training it normalizes with batch statistics and updates
-    its running mean / var. ``freeze_bn1_stats=True`` keeps bn1 in eval mode
-    instead (no config key sets it; the 2-rank equality test uses it).
+    its running mean / var.
     """
 
-    def __init__(self, resnet: _ResNet, out_channels: int, freeze_bn1_stats: bool = False):
+    def __init__(self, resnet: _ResNet, out_channels: int):
         super().__init__()
         self.conv1 = resnet.conv1
         self.bn1 = resnet.bn1
@@ -119,15 +118,6 @@ class Backbone(nn.Module):
         self.out_channels = out_channels
         for p in list(self.conv1.parameters()) + list(self.bn1.parameters()):
             p.requires_grad_(False)
-        self.freeze_bn1_stats = bool(freeze_bn1_stats)
-        if self.freeze_bn1_stats:
-            self.bn1.eval()
-
-    def train(self, mode: bool = True) -> Backbone:
-        super().train(mode)
-        if self.freeze_bn1_stats:
-            self.bn1.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -207,9 +197,8 @@ def load_imagenet_weights(resnet: nn.Module, path: str, name: str) -> None:
     resnet.load_state_dict(state, strict=True)
 
 
-def build_resnet(name: str, weights: str = "", freeze_bn1_stats: bool = False) -> tuple[Backbone, Res5Head]:
-    """Trunk and res5 head of ResNet ``name``, optionally ImageNet-initialized
-    (``freeze_bn1_stats``: see :class:`Backbone`).
+def build_resnet(name: str, weights: str = "") -> tuple[Backbone, Res5Head]:
+    """Trunk and res5 head of ResNet ``name``, optionally ImageNet-initialized.
 
     ``weights`` "" means random init; one warning line (logger
     ``oimnet.models.backbone``) says so, since the paper's numbers need
@@ -225,4 +214,4 @@ def build_resnet(name: str, weights: str = "", freeze_bn1_stats: bool = False) -
         _LOG.warning(
             "MODEL.BACKBONE.WEIGHTS is empty: %s starts from random init, numbers will not match the paper", name
         )
-    return Backbone(resnet, spec.c4, freeze_bn1_stats), Res5Head(resnet, spec.c4, spec.c5)
+    return Backbone(resnet, spec.c4), Res5Head(resnet, spec.c4, spec.c5)

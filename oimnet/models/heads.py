@@ -8,6 +8,7 @@ from torch import nn
 from torchvision.models.detection.rpn import RPNHead
 
 from oimnet.constants import NORM_TYPES
+from oimnet.models.precision import at_least_float32
 from oimnet.models.protonorm import ProtoNorm1d
 
 __all__ = ["BoxPredictor", "EmbeddingHead", "Float32RPNHead", "NORM_TYPES", "EMBEDDING_DIM"]
@@ -35,7 +36,8 @@ class BoxPredictor(nn.Module):
 
 
 class Float32RPNHead(RPNHead):
-    """torchvision's RPNHead with float32 outputs (objectness (N, A, H, W), deltas (N, 4A, H, W) per level).
+    """torchvision's RPNHead with float32 outputs (objectness (N, A, H, W), deltas (N, 4A, H, W) per level)
+    (float64 ones in a float64 model).
 
     Under autocast the convolutions give half outputs, and torchvision decodes
     the proposals in the dtype of the deltas: float16 has a spacing of 0.5 px
@@ -46,7 +48,7 @@ class Float32RPNHead(RPNHead):
 
     def forward(self, x: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits, deltas = super().forward(x)
-        return [t.float() for t in logits], [t.float() for t in deltas]
+        return [at_least_float32(t) for t in logits], [at_least_float32(t) for t in deltas]
 
 
 class EmbeddingHead(nn.Module):

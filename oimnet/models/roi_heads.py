@@ -14,6 +14,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import MultiScaleRoIAlign, box_iou, clip_boxes_to_image, nms
 
 from oimnet.models.heads import BoxPredictor, EmbeddingHead
+from oimnet.models.precision import at_least_float32
 from oimnet.models.protonorm import set_protonorm_labels
 
 __all__ = ["OIMRoIHeads", "SampledRoIs"]
@@ -71,9 +72,10 @@ class OIMRoIHeads(nn.Module):
         """Add GT boxes to the proposals, match (IoU >= fg fg, < bg bg), sample per image."""
         boxes, labels, reg_targets, ious = [], [], [], []
         for props, tgt in zip(proposals, targets):
-            gt_boxes = tgt["boxes"].float()
+            props = at_least_float32(props)
+            gt_boxes = tgt["boxes"].to(props.dtype)
             gt_labels = tgt["labels"]
-            props = torch.cat([props.float(), gt_boxes])
+            props = torch.cat([props, gt_boxes])
             if gt_boxes.numel() == 0:
                 lab = torch.zeros(len(props), dtype=torch.int64, device=props.device)
                 iou = torch.zeros(len(props), dtype=props.dtype, device=props.device)
@@ -198,8 +200,8 @@ def proposal_losses(
     The regression sum is divided by the number of sampled RoIs, as the release does.
     """
     det_labels = labels.clamp(0, 1)
-    loss_cls = F.cross_entropy(logits.float(), det_labels)
+    loss_cls = F.cross_entropy(at_least_float32(logits), det_labels)
     pos = torch.where(det_labels > 0)[0]
-    person_deltas = deltas.float().reshape(len(deltas), -1, 4)[pos, 1]
+    person_deltas = at_least_float32(deltas).reshape(len(deltas), -1, 4)[pos, 1]
     loss_reg = F.smooth_l1_loss(person_deltas, regression_targets[pos], beta=1.0, reduction="sum") / max(len(labels), 1)
     return loss_cls, loss_reg
