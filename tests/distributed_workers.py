@@ -231,17 +231,42 @@ def detector_batch():
     return images, targets
 
 
+# (H, W) of the 4 images of mixed_size_batch(), each kept by the model's resize
+# (short side 128, long side <= 160): rank 0's canvas is 128 x 160, rank 1's 160 x 128,
+# one process's (and with the common canvas every rank's) 160 x 160.
+MIXED_SIZES = ((128, 160), (128, 160), (160, 128), (128, 128))
+
+
+def mixed_size_batch():
+    """4 textured images of MIXED_SIZES with two persons each (boxes inside the smallest)."""
+    g = torch.Generator().manual_seed(8)
+    images, targets = [], []
+    ids = [[3, 5555], [7, 3], [5555, 1], [7, 2]]
+    for i, (h, w) in enumerate(MIXED_SIZES):
+        img = torch.rand(3, h, w, generator=g) * 0.3
+        boxes = torch.tensor([[8.0 + 4 * i, 10.0, 48.0 + 4 * i, 110.0], [60.0, 20.0 + 2 * i, 100.0, 120.0]])
+        for x1, y1, x2, y2 in boxes.long().tolist():
+            img[:, y1:y2, x1:x2] = 0.5 + 0.1 * i + 0.3 * torch.rand(3, y2 - y1, x2 - x1, generator=g)
+        images.append(img)
+        targets.append({"boxes": boxes, "labels": torch.tensor(ids[i]), "index": i})
+    return images, targets
+
+
 # float64: every step compared (rounding cannot move a ReLU input across zero);
 # float32: the first step's forward only (see test_distributed.py).
 DETECTOR_RUNS = {"float64": STEPS, "float32": 1}
 
 
-def train_detector(rank: int | None, world: int, variant: str, dtype: str = "float64", steps: int = STEPS):
+def train_detector(
+    rank: int | None, world: int, variant: str, dtype: str = "float64", steps: int = STEPS, mixed: bool = False
+):
     """``steps`` SGD steps of a tiny detector in ``dtype`` on this rank's images (``rank`` None: one process, all 4).
 
-    bn1 trains its statistics as in every run. Keyed sampling on both sides.
-    Returns per step the ranks' mean of every loss term, every parameter's
-    gradient after DDP's reduction, and every buffer after the step.
+    The images are :func:`detector_batch`'s, or :func:`mixed_size_batch`'s
+    when ``mixed``. bn1 trains its statistics as in every run. Keyed sampling
+    on both sides. Returns per step the ranks' mean of every loss term, every
+    parameter's gradient after DDP's reduction, every buffer after the step
+    and the (H, W) canvas the backbone saw.
     """
     from oimnet.distributed import all_reduce_sum
     from oimnet.distributed.ddp import unwrap, wrap_data_parallel
@@ -252,7 +277,9 @@ def train_detector(rank: int | None, world: int, variant: str, dtype: str = "flo
     model = build_model(tiny_detector_config(variant)).to(getattr(torch, dtype)).train()
     model = wrap_data_parallel(model, torch.device("cpu")) if rank is not None else use_keyed_sampling(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)  # the paper's SGD
-    images, targets = detector_batch()
+    images, targets = mixed_size_batch() if mixed else detector_batch()
+    canvas = []
+    unwrap(model).backbone.register_forward_pre_hook(lambda _, args: canvas.append(torch.tensor(args[0].shape[-2:])))
     mine = range(IMAGES) if rank is None else range(rank * IMAGES_PER_RANK, (rank + 1) * IMAGES_PER_RANK)
     images = [images[i].to(getattr(torch, dtype)) for i in mine]
     targets = [{**targets[i], "boxes": targets[i]["boxes"].to(getattr(torch, dtype))} for i in mine]
@@ -270,16 +297,19 @@ def train_detector(rank: int | None, world: int, variant: str, dtype: str = "flo
         optimizer.step()
         for name, buf in unwrap(model).named_buffers():
             out[f"{step}/buf/{name}"] = buf.clone()
+        out[f"{step}/canvas"] = canvas[-1]
     return out
 
 
 def detector_worker(rank: int, world: int) -> dict[str, torch.Tensor]:
-    return {
+    out = {
         f"{v}/{dtype}/{k}": t
         for v in VARIANTS
         for dtype, steps in DETECTOR_RUNS.items()
         for k, t in train_detector(rank, world, v, dtype, steps).items()
     }
+    out.update({f"mixed/{k}": t for k, t in train_detector(rank, world, "OIMNet", "float32", 1, mixed=True).items()})
+    return out
 
 
 # ----------------------------------------------------------------- whole runs (trainer + hooks)

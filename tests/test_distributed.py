@@ -144,6 +144,40 @@ def test_detector_float32_first_step_forward_equals_one_process(variant, detecto
     assert "0/buf/backbone.bn1.running_var" in ref and "0/loss/loss_box_reid" in ref
 
 
+def test_mixed_image_sizes_pad_to_one_canvas_over_the_ranks(detector_two_ranks):
+    """Rank 0 holds two 128 x 160 images, rank 1 a 160 x 128 and a 128 x 128 one: both pad to 160 x 160.
+
+    With its own canvas each rank's padded zeros would shift every backbone
+    BatchNorm's statistics; with the common one the first step's losses,
+    memory and running statistics equal one process's (float32, 1e-5).
+    """
+    ref = dw.train_detector(None, 1, "OIMNet", "float32", 1, mixed=True)
+    assert ref["0/canvas"].tolist() == [160, 160]
+    for r, got in enumerate(_ranks_of(detector_two_ranks, "mixed/")):
+        assert got["0/canvas"].tolist() == [160, 160], f"rank {r}"
+        for key, want in ref.items():
+            if "/grad/" not in key:
+                torch.testing.assert_close(got[key], want, **TOL, msg=lambda m, k=key, r=r: f"rank {r} {k}: {m}")
+    assert "0/buf/backbone.bn1.running_var" in ref
+
+
+def test_common_canvas_transform_pads_like_torchvision_in_one_process():
+    from oimnet.models import build_model
+    from oimnet.models.canvas import CommonCanvasTransform, use_common_canvas
+
+    model = build_model(dw.tiny_detector_config("OIMNet")).train()
+    plain = model.transform
+    use_common_canvas(model)
+    assert isinstance(model.transform, CommonCanvasTransform) and model.transform.training
+    images = [torch.rand(3, h, w) for h, w in dw.MIXED_SIZES[1:]]
+    for mode in (True, False):
+        model.transform.train(mode)
+        plain.train(mode)
+        got, want = model.transform(images)[0], plain(images)[0]
+        assert torch.equal(got.tensors, want.tensors) and got.image_sizes == want.image_sizes
+    assert tuple(got.tensors.shape[-2:]) == (160, 160)
+
+
 def test_epoch_batches_of_two_ranks_are_the_one_process_batches():
     from oimnet.data import EpochBatchSampler
     from oimnet.data.records import DatasetError

@@ -6,6 +6,7 @@ of rank 0, so the single-process path calls it unconditionally.
 
 from oimnet.distributed.comm import (
     all_gather_rows,
+    all_reduce_max,
     all_reduce_sum,
     assert_same_across_ranks,
     broadcast_int,
@@ -27,6 +28,7 @@ __all__ = [
     "gather_counts",
     "all_gather_rows",
     "all_reduce_sum",
+    "all_reduce_max",
     "broadcast_int",
     "tensor_digest",
     "assert_same_across_ranks",

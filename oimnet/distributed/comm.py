@@ -23,6 +23,7 @@ __all__ = [
     "gather_counts",
     "all_gather_rows",
     "all_reduce_sum",
+    "all_reduce_max",
     "broadcast_int",
     "tensor_digest",
     "assert_same_across_ranks",
@@ -113,6 +114,13 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     """In place sum of ``x`` over the ranks (no-op without a process group); returns ``x``."""
     if is_distributed():
         dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def all_reduce_max(x: Tensor) -> Tensor:
+    """In place element-wise maximum of ``x`` over the ranks (no-op without a process group); returns ``x``."""
+    if is_distributed():
+        dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return x
 
 
