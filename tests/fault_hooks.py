@@ -29,6 +29,18 @@ class CrashOnceAfterEpoch(HookBase):
             raise RuntimeError(f"simulated crash after epoch {self.epoch}")
 
 
+class CrashBeforeStep(HookBase):
+    """Raise RuntimeError before the given global step (1-based): a crash in the middle of
+    an epoch, after some of its steps were logged but before its checkpoint."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def before_step(self) -> None:
+        if self.trainer.global_step + 1 == self.step:
+            raise RuntimeError(f"simulated crash before step {self.step}")
+
+
 class NonFiniteLossAtStep(HookBase):
     """Make ``loss_box_reid`` NaN at one global step (1-based), as a diverging run would,
     through a forward hook on the model that scales the term by NaN."""

@@ -19,7 +19,7 @@ from oimnet.engine.evaluation import evaluate_checkpoint
 from oimnet.engine.step import NonFiniteLossError
 from oimnet.engine.tracking import get_client
 from oimnet.engine.trainer import train_run
-from tests.fault_hooks import CrashOnceAfterEpoch, NonFiniteLossAtStep
+from tests.fault_hooks import CrashBeforeStep, NonFiniteLossAtStep
 from tests.smoke import ROOT, smoke_config
 
 pytestmark = pytest.mark.slow
@@ -60,19 +60,22 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data, stor
     full_cfg = smoke_config(tmp_path / "full", tiny_data, **TINY)
     full = train_run(full_cfg, tracking_uri=store)
 
+    steps_per_epoch = len(_history(client, _run_of(client, Path(full_cfg.OUTPUT_DIR)).info.run_id, "loss")) // 2
     part_cfg = smoke_config(tmp_path / "part", tiny_data, **TINY)
-    with pytest.raises(RuntimeError, match="simulated crash after epoch 1"):
-        train_run(part_cfg, tracking_uri=store, hooks=[CrashOnceAfterEpoch(1)])
+    # crash 3 logged steps into epoch 2: those steps are retrained from epoch 1's checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash before step"):
+        train_run(part_cfg, tracking_uri=store, hooks=[CrashBeforeStep(steps_per_epoch + 4)])
     out = Path(part_cfg.OUTPUT_DIR)
     crashed = _run_of(client, out)
     assert crashed.info.status == "FAILED"
     assert find_last_checkpoint(out).name == "epoch_001.pth"
+    assert len(_history(client, crashed.info.run_id, "loss")) == steps_per_epoch + 3
     resumed = train_run(part_cfg, resume=True, tracking_uri=store)
 
     # Same MLflow run continued, now finished.
     again = _run_of(client, out)
     assert again.info.run_id == crashed.info.run_id and again.info.status == "FINISHED"
-    # Losses step by step and the final metrics are exactly those of the uninterrupted run.
+    # Losses step by step (each step once) and the final metrics are exactly those of the uninterrupted run.
     full_run = _run_of(client, Path(full_cfg.OUTPUT_DIR))
     for key in ("loss", "loss_box_reid", "loss_rpn_cls", "lr"):
         assert _history(client, again.info.run_id, key) == _history(client, full_run.info.run_id, key), key

@@ -9,7 +9,10 @@ What it records:
   names one), ``OUTPUT_DIR/mlflow_run_id``; for a new run the flattened
   config as params (the one place a config is flattened), reproducibility
   tags and ``config.yaml``;
-- every logging step: the window means (``trainer.step_metrics``);
+- every logging step: the window means (``trainer.step_metrics``); a resumed
+  run skips the steps its earlier attempt logged already (they are retrained
+  from the last checkpoint with the same losses, and a second point at the
+  same step would draw a zigzag in MLflow's charts);
 - every epoch: ``trainer.epoch_metrics`` at step = epoch number, and
   ``results.json`` when the epoch was evaluated;
 - at the end: ``train.log``, the last checkpoint if MLFLOW.LOG_CHECKPOINT,
@@ -27,6 +30,7 @@ from oimnet.engine.hooks import HookBase
 log = logging.getLogger("oimnet")
 
 RUN_ID_FILE = "mlflow_run_id"  # in OUTPUT_DIR: the run id, for users and scripts
+STEP_KEY = "lr"  # a step metric every logging step has (LoggingHook adds it)
 
 
 def end_state(exc: BaseException | None) -> str:
@@ -56,6 +60,7 @@ class MLflowHook(HookBase):
         self.close_stale = close_stale
         self.run = None
         self._exc: BaseException | None = None
+        self._logged_through = 0  # step metrics up to this global step are in the run already
 
     def before_train(self) -> None:
         from oimnet.engine.tracking import RunLogger
@@ -78,6 +83,8 @@ class MLflowHook(HookBase):
         t.checkpoint_extras["mlflow_run_id"] = self.run.run_id
         if not resume_id:
             self._log_new_run()
+        else:
+            self._logged_through = self.run.last_step(STEP_KEY) or 0
         log.info(
             "run %s on %s, seed %d, output %s, MLflow %s",
             self.run.run_id,
@@ -115,8 +122,9 @@ class MLflowHook(HookBase):
             log.warning("could not close the stale MLflow run named in %s: %s", id_file, e)
 
     def after_step(self) -> None:
-        if self.run is not None and self.trainer.step_metrics:
-            self.run.log_metrics(self.trainer.step_metrics, step=self.trainer.global_step)
+        t = self.trainer
+        if self.run is not None and t.step_metrics and t.global_step > self._logged_through:
+            self.run.log_metrics(t.step_metrics, step=t.global_step)
 
     def after_epoch(self) -> None:
         if self.run is None:

@@ -187,6 +187,11 @@ class RunLogger:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
             self.client.log_batch(self.run_id, metrics=batch)
 
+    def last_step(self, key: str) -> int | None:
+        """The largest step at which metric ``key`` was logged to this run (None: never)."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=None)
+
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         if Path(path).exists():
             self.client.log_artifact(self.run_id, str(path), artifact_path)
