@@ -41,6 +41,10 @@ __all__ = [
     "merge_overrides",
     "flatten",
     "flatten_mapping",
+    "to_mapping",
+    "get_dotted",
+    "set_dotted",
+    "unflatten",
     "to_yaml",
     "all_keys",
 ]
@@ -319,6 +323,47 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
     return flatten_mapping(OmegaConf.to_container(cfg, resolve=True))
 
 
+def to_mapping(cfg: DictConfig) -> dict[str, Any]:
+    """The merged config as plain nested dicts and lists (JSON-safe).
+
+    The one form a config crosses a process boundary in (a sweep's
+    trials.json, a Tune trial, a Ray Train worker); ``load_config(None,
+    mapping)`` takes it back. It is flattened only into MLflow params
+    (:func:`flatten`).
+    """
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def get_dotted(mapping: dict, key: str, default: Any = ...) -> Any:
+    """``mapping["A"]["B"]`` for key "A.B" of a nested mapping; KeyError (or
+    ``default`` when given) when a part is missing."""
+    node: Any = mapping
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is ...:
+                raise KeyError(key)
+            return default
+        node = node[part]
+    return node
+
+
+def set_dotted(mapping: dict, key: str, value: Any) -> None:
+    """Set key "A.B" of a nested mapping in place (missing sections are created)."""
+    *parents, leaf = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{dotted key: value} -> the nested mapping (:func:`flatten_mapping`'s inverse)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        set_dotted(out, key, value)
+    return out
+
+
 def to_yaml(cfg: DictConfig) -> str:
     """The merged config as YAML (what every run stores beside its results)."""
     return OmegaConf.to_yaml(cfg)
@@ -503,8 +548,8 @@ def load_config(
 
     Args:
         cfg_file: a YAML file with (a subset of) the schema's keys, or None.
-        overrides: command-line tokens (``KEY VALUE`` pairs or ``KEY=VALUE``)
-            or a dict of dotted keys.
+        overrides: command-line tokens (``KEY VALUE`` pairs or ``KEY=VALUE``),
+            a dict of dotted keys, or a nested mapping (:func:`to_mapping`'s).
         base: start from this config instead of the defaults.
     """
     cfg = base.copy() if base is not None else get_default_config()

@@ -34,40 +34,40 @@ def test_table3_rows_and_seeds_expand_to_the_ablation():
     for t in trials:
         norm, loss, augment = TABLE3_ROWS[t.row]
         assert (
-            t.config["MODEL.ROI_HEAD.NORM_TYPE"],
-            t.config["MODEL.LOSS.TYPE"],
-            t.config["MODEL.ROI_HEAD.AUGMENT"],
+            t.get("MODEL.ROI_HEAD.NORM_TYPE"),
+            t.get("MODEL.LOSS.TYPE"),
+            t.get("MODEL.ROI_HEAD.AUGMENT"),
         ) == (norm, loss, augment)
-        assert t.config["INPUT.DATASET"] == "synthetic"
-        assert t.config["MODEL.BACKBONE.NAME"] == "tiny"
+        assert t.get("INPUT.DATASET") == "synthetic"
+        assert t.get("MODEL.BACKBONE.NAME") == "tiny"
     assert sorted({(t.row, t.seed) for t in trials}) == sorted((r, s) for r in TABLE3_ROWS for s in (1, 2, 3))
     assert len({t.key for t in trials}) == len(trials)
-    assert {t.config["SEED"] for t in trials} == {1, 2, 3}
+    assert {t.get("SEED") for t in trials} == {1, 2, 3}
     labels = {t.row: t.paper_label for t in trials}
     assert labels["OIMNet++"] == "OIMNet++" and labels["OIMNet+++"] == "OIMNet+++"
 
 
 def test_paper_profile_on_prw_is_the_authors_recipe():
     t = expand(load_grid(resolve_grid_path("table3")), dataset="prw", profile="paper", seeds=[1])[-1]
-    assert t.config["MODEL.BACKBONE.NAME"] == "resnet50"
-    assert (t.config["INPUT.MIN_SIZE"], t.config["INPUT.MAX_SIZE"], t.config["INPUT.BATCH_SIZE_TRAIN"]) == (
+    assert t.get("MODEL.BACKBONE.NAME") == "resnet50"
+    assert (t.get("INPUT.MIN_SIZE"), t.get("INPUT.MAX_SIZE"), t.get("INPUT.BATCH_SIZE_TRAIN")) == (
         900,
         1500,
         5,
     )
-    assert (t.config["SOLVER.MAX_EPOCHS"], t.config["SOLVER.BASE_LR"], t.config["SOLVER.LR_DECAY_MILESTONES"]) == (
+    assert (t.get("SOLVER.MAX_EPOCHS"), t.get("SOLVER.BASE_LR"), t.get("SOLVER.LR_DECAY_MILESTONES")) == (
         20,
         0.003,
         [16],
     )
-    assert (t.config["MODEL.LOSS.LUT_SIZE"], t.config["MODEL.LOSS.CQ_SIZE"]) == (482, 500)
-    assert t.config["INPUT.DATASET"] == "PRW"
+    assert (t.get("MODEL.LOSS.LUT_SIZE"), t.get("MODEL.LOSS.CQ_SIZE")) == (482, 500)
+    assert t.get("INPUT.DATASET") == "PRW"
 
 
 def test_eps_grid_sweeps_oim_eps_on_oimnetpp():
     trials = expand(load_grid(resolve_grid_path("eps")), dataset="synthetic", profile="smoke", seeds=[1])
-    assert [t.config["MODEL.LOSS.OIM_EPS"] for t in trials] == [0.0, 0.05, 0.1, 0.2, 0.3]
-    assert {t.config["MODEL.LOSS.TYPE"] for t in trials} == {"LOIM"}
+    assert [t.get("MODEL.LOSS.OIM_EPS") for t in trials] == [0.0, 0.05, 0.1, 0.2, 0.3]
+    assert {t.get("MODEL.LOSS.TYPE") for t in trials} == {"LOIM"}
     assert [t.paper_label for t in trials] == ["", "", "OIMNet++", "", ""]
 
 
@@ -90,9 +90,9 @@ axes:
         "B OIM_EPS=0.0 BASE_LR=0.01",
         "B OIM_EPS=0.2 BASE_LR=0.01",
     ]
-    assert [t.config["MODEL.LOSS.OIM_EPS"] for t in trials[::2]] == [0.0, 0.2, 0.0, 0.2]
-    assert [t.config["MODEL.LOSS.TYPE"] for t in trials[::2]] == ["OIM", "OIM", "LOIM", "LOIM"]
-    assert {t.config["SOLVER.MAX_EPOCHS"] for t in trials} == {1}
+    assert [t.get("MODEL.LOSS.OIM_EPS") for t in trials[::2]] == [0.0, 0.2, 0.0, 0.2]
+    assert [t.get("MODEL.LOSS.TYPE") for t in trials[::2]] == ["OIM", "OIM", "LOIM", "LOIM"]
+    assert {t.get("SOLVER.MAX_EPOCHS") for t in trials} == {1}
     assert [t.row_index for t in trials[::2]] == [0, 1, 2, 3]
 
 

@@ -24,7 +24,7 @@ def test_shipped_search_grid_searches_lr_and_eps_of_oimnetpp():
     assert s.space == {"SOLVER.BASE_LR": {"loguniform": [0.001, 0.05]}, "MODEL.LOSS.OIM_EPS": {"uniform": [0.0, 0.3]}}
     assert s.scheduler == {"type": "asha", "grace_period": 2, "reduction_factor": 2}
     (spec,) = expand(grid, dataset="synthetic", profile="smoke", seeds=[1])
-    assert (spec.config["MODEL.ROI_HEAD.NORM_TYPE"], spec.config["MODEL.LOSS.TYPE"]) == ("protonorm", "LOIM")
+    assert (spec.get("MODEL.ROI_HEAD.NORM_TYPE"), spec.get("MODEL.LOSS.TYPE")) == ("protonorm", "LOIM")
     assert Search.from_dict(s.to_dict()) == s  # saved in sweep.json and read back on --resume
     space = param_space(s, spec.key)
     assert space["trial"] == spec.key

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oimnet.config import ConfigError, flatten, flatten_mapping, load_config, read_yaml_mapping
+from oimnet.config import (
+    ConfigError,
+    flatten_mapping,
+    get_dotted,
+    load_config,
+    read_yaml_mapping,
+    set_dotted,
+    to_mapping,
+)
 from tune.search import Search, SearchError, parse_search
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -73,8 +81,10 @@ class Grid:
 class TrialSpec:
     """One Ray trial = one training run.
 
-    ``config`` is the full merged config as a flat {dotted key: value} dict
-    (what :func:`oimnet.config.load_config` takes back inside the trial).
+    ``config`` is the full merged config as a nested mapping of plain
+    dicts and lists (:func:`oimnet.config.to_mapping`; JSON-safe, what
+    ``load_config(None, config)`` takes back inside the trial); read or
+    change one key with :meth:`get` / :meth:`set` ("SOLVER.MAX_EPOCHS").
     """
 
     key: str  # unique, file-system safe: trial name and output folder
@@ -95,6 +105,13 @@ class TrialSpec:
             "overrides": self.overrides,
             "config": self.config,
         }
+
+    def get(self, key: str):
+        """The value of dotted ``key`` in :attr:`config`."""
+        return get_dotted(self.config, key)
+
+    def set(self, key: str, value) -> None:
+        set_dotted(self.config, key, value)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrialSpec:
@@ -300,7 +317,7 @@ def expand(
                 for k, v in (runtime or {}).items():
                     rt[k] = v(spec) if callable(v) else v
                 final = _stage(grid, f"row '{name}'", None, rt, cfg)
-                spec.config = flatten(final)
+                spec.config = to_mapping(final)
                 trials.append(spec)
             index += 1
     return trials

@@ -177,7 +177,7 @@ def synthetic_root(specs: list) -> str:
     data/synthetic-prw-s<seed>-i<ids>-f<frames>-<size> otherwise.
     """
     keys = ("INPUT.SYNTH.SEED", "INPUT.SYNTH.IDENTITIES", "INPUT.SYNTH.FRAMES", "INPUT.SYNTH.SIZE")
-    settings = {tuple(s.config[k] for k in keys) for s in specs}
+    settings = {tuple(s.get(k) for k in keys) for s in specs}
     if len(settings) != 1:
         raise GridError("rows use different INPUT.SYNTH settings; give them one, or run them as separate sweeps")
     seed, ids, frames, size = settings.pop()
@@ -305,8 +305,8 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
     if args.dataset == "synthetic" and not args.data_root:
         data_root = synthetic_root(specs)
         for s in specs:
-            s.config["INPUT.DATA_ROOT"] = data_root
-    experiments = {s.config["MLFLOW.EXPERIMENT"] for s in specs}
+            s.set("INPUT.DATA_ROOT", data_root)
+    experiments = {s.get("MLFLOW.EXPERIMENT") for s in specs}
     if len(experiments) != 1:
         raise GridError(
             f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
@@ -314,7 +314,7 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
         )
     if grid.search is not None:
         check_search(grid, specs)
-    workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in specs)
+    workers = max(int(s.get("INPUT.NUM_WORKERS_TRAIN")) for s in specs)
     resources, device = plan_trial_resources(cluster or {"CPU": 1}, workers)
     state = SweepState(
         experiment=name,
@@ -378,7 +378,7 @@ def _tags(state: SweepState, spec) -> dict[str, str]:
 def _finalize_specs(state: SweepState, specs: list, resources: dict, device: str) -> dict[str, dict]:
     out = {}
     for s in specs:
-        s.config["DEVICE"] = device
+        s.set("DEVICE", device)
         d = s.to_dict()
         d["tags"] = _tags(state, s)
         out[s.key] = d
@@ -476,14 +476,14 @@ def _main(args, address, t_start, terminated, hook_factories: tuple) -> int:
             fail(str(e))
         if args.dry_run:
             cluster = ctx["cluster"] or _connect_and_read(address)
-            workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in spec_list)
+            workers = max(int(s.get("INPUT.NUM_WORKERS_TRAIN")) for s in spec_list)
             resources, device = plan_trial_resources(cluster, workers)
             where = f"Ray cluster at {address}" if address else "local Ray"
             print(
                 f"grid {state.grid} ({state.grid_file}), dataset {state.dataset}, profile {state.profile}, "
                 f"seeds {state.seeds}: {len(spec_list)} trials"
             )
-            print(f"{where}: {format_resources(cluster)}; data root {spec_list[0].config['INPUT.DATA_ROOT']}")
+            print(f"{where}: {format_resources(cluster)}; data root {spec_list[0].get('INPUT.DATA_ROOT')}")
             print_trial_table(spec_list, resources, device)
             if state.search:
                 print_search(state.search)
@@ -505,7 +505,7 @@ def _main(args, address, t_start, terminated, hook_factories: tuple) -> int:
         if cluster is None:
             _init_ray(address)
             cluster = _cluster_resources(address)
-        workers = max(int(s.config["INPUT.NUM_WORKERS_TRAIN"]) for s in spec_list)
+        workers = max(int(s.get("INPUT.NUM_WORKERS_TRAIN")) for s in spec_list)
         resources, device = plan_trial_resources(cluster, workers)
         if args.profile == "paper" and device == "cpu" and not args.force:
             fail(paper_on_cpu_message(spec_list, args.dataset, ctx["data_root"], cluster))
@@ -585,7 +585,7 @@ def _main(args, address, t_start, terminated, hook_factories: tuple) -> int:
 
 def paper_on_cpu_message(spec_list: list, dataset: str, data_root: str, cluster: dict) -> str:
     """--profile paper without GPUs: the expected time, and how to go on."""
-    epochs = int(spec_list[0].config["SOLVER.MAX_EPOCHS"])
+    epochs = int(spec_list[0].get("SOLVER.MAX_EPOCHS"))
     images = _count_train_images(dataset, data_root)
     cpus = cluster.get("CPU", 1)
     hours = estimate_cpu_hours(len(spec_list), epochs, images, cpus)
@@ -603,13 +603,13 @@ def _connect_and_read(address: str | None) -> dict:
     return _cluster_resources(address)
 
 
-def _generate_synthetic(flat_cfg: dict) -> None:
+def _generate_synthetic(config: dict) -> None:
     """Make the generated dataset once in the driver (trials would race to create it)."""
     from oimnet.config import load_config
     from oimnet.data import ensure_synthetic
     from oimnet.engine.run_setup import synth_kwargs
 
-    cfg = load_config(None, flat_cfg)
+    cfg = load_config(None, config)
     t0 = time.time()
     ensure_synthetic(cfg.INPUT.DATA_ROOT, **synth_kwargs(cfg))
     print(f"synthetic dataset ready at {cfg.INPUT.DATA_ROOT} ({time.time() - t0:.1f} s)")

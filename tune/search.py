@@ -153,25 +153,31 @@ def bounds(search: Search) -> dict[str, list]:
     return out
 
 
-def check_against_config(search: Search, cfg_flat: dict, where: str) -> None:
-    """The searched keys exist and every edge value passes the config's checks; ASHA's rungs fall on eval epochs."""
-    from oimnet.config import ConfigError, load_config
+def check_against_config(search: Search, config: dict, where: str) -> None:
+    """The searched keys exist and every edge value passes the config's checks; ASHA's rungs fall on eval epochs.
 
+    ``config``: the base trial's nested mapping (TrialSpec.config); the
+    searched keys are dotted and applied onto it.
+    """
+    from oimnet.config import ConfigError, get_dotted, load_config
+
+    base = load_config(None, config)
     for key, values in bounds(search).items():
-        if key not in cfg_flat:
+        current = get_dotted(config, key, KeyError)
+        if current is KeyError or isinstance(current, dict):
             raise SearchError(f"{where}.space.{key}: not a config key (see `python -m oimnet.train --print-config`)")
         for v in values:
-            if isinstance(cfg_flat[key], int) and not isinstance(cfg_flat[key], bool) and isinstance(v, float):
+            if isinstance(current, int) and not isinstance(current, bool) and isinstance(v, float):
                 if next(iter(search.space[key])) != "choice":
                     raise SearchError(f"{where}.space.{key}: an integer key; use choice: [values]")
             try:
-                load_config(None, {**cfg_flat, key: v})
+                load_config(None, {key: v}, base=base)
             except ConfigError as e:
                 raise SearchError(f"{where}.space.{key}: value {v!r}: {e}") from None
     if search.scheduler:
-        period = int(cfg_flat["EVAL_PERIOD"])
+        period = int(config["EVAL_PERIOD"])
         grace = search.scheduler.get("grace_period") or period
-        epochs = int(cfg_flat["SOLVER.MAX_EPOCHS"])
+        epochs = int(config["SOLVER"]["MAX_EPOCHS"])
         if grace % period:
             raise SearchError(
                 f"{where}.scheduler.grace_period: {grace} is not a multiple of EVAL_PERIOD={period}; "
@@ -184,8 +190,9 @@ def check_against_config(search: Search, cfg_flat: dict, where: str) -> None:
             )
 
 
-def resolved_grace(search: Search, cfg_flat: dict) -> int:
-    return int(search.scheduler.get("grace_period") or cfg_flat["EVAL_PERIOD"])
+def resolved_grace(search: Search, config: dict) -> int:
+    """ASHA's grace period in epochs (``config``: the base trial's nested mapping)."""
+    return int(search.scheduler.get("grace_period") or config["EVAL_PERIOD"])
 
 
 def param_space(search: Search, base_key: str) -> dict:
@@ -220,7 +227,8 @@ def search_alg(search: Search, max_concurrent: int | None):
     return ConcurrencyLimiter(alg, max_concurrent=max_concurrent) if max_concurrent else alg
 
 
-def scheduler(search: Search, cfg_flat: dict):
+def scheduler(search: Search, config: dict):
+    """ASHA for a search with a ``scheduler:`` section, else None (``config``: the base trial's nested mapping)."""
     if not search.scheduler:
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -228,8 +236,8 @@ def scheduler(search: Search, cfg_flat: dict):
     # metric and mode come from the TuneConfig (Tune refuses them in both places)
     return ASHAScheduler(
         time_attr="epoch",
-        max_t=int(cfg_flat["SOLVER.MAX_EPOCHS"]),
-        grace_period=resolved_grace(search, cfg_flat),
+        max_t=int(config["SOLVER"]["MAX_EPOCHS"]),
+        grace_period=resolved_grace(search, config),
         reduction_factor=search.scheduler["reduction_factor"],
         # a trial reaching the last epoch ends by itself (test evaluation, MLflow run FINISHED)
         stop_last_trials=False,

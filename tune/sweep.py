@@ -4,7 +4,8 @@ Folder layout (``<storage>/<experiment>/``)::
 
     sweep.json     what the sweep is (grid, profile, dataset, seeds, MLflow
                    URI, experiment and parent run id); --resume reads it
-    trials.json    every TrialSpec (flat configs, tags) exactly as launched
+    trials.json    every TrialSpec (its config as the nested mapping, tags)
+                   exactly as launched
     outputs/<key>/ each trial's OUTPUT_DIR (checkpoints, train.log, results)
     plots/         PNGs written at the end
     <key>/         Ray Tune's per-trial results and checkpoints
@@ -73,11 +74,26 @@ def save_trials(exp_dir: str | Path, specs: dict[str, dict]) -> Path:
 
 
 def load_trials(exp_dir: str | Path) -> dict[str, dict]:
+    """trials.json: {trial key: TrialSpec dict}, each ``config`` the nested mapping.
+
+    A sweep folder written before configs were kept nested holds
+    {dotted key: value} configs; they are read as the same nested mapping.
+    """
+    from oimnet.config import unflatten
+
     path = Path(exp_dir) / TRIALS_FILE
     try:
-        return json.loads(path.read_text())
+        specs = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SweepError(f"{path}: cannot be read ({e})") from e
+    if not isinstance(specs, dict) or not all(
+        isinstance(d, dict) and isinstance(d.get("config"), dict) for d in specs.values()
+    ):
+        raise SweepError(f"{path}: expected {{trial key: {{..., 'config': {{...}}}}}} as run_ablation.py writes it")
+    for d in specs.values():
+        if any("." in k for k in d["config"]):
+            d["config"] = unflatten(d["config"])
+    return specs
 
 
 def latest_sweep(storage: Path) -> Path | None:
@@ -269,7 +285,7 @@ def build_tuner(
 
     # Workers unpickle the trainable without importing this checkout's tune/.
     ray.cloudpickle.register_pickle_by_value(trainable_module)
-    world = max(int(d["config"].get("SOLVER.WORLD_SIZE", 1)) for d in specs.values())
+    world = max(int(d["config"].get("SOLVER", {}).get("WORLD_SIZE", 1)) for d in specs.values())
     fn = tune.with_parameters(
         trainable_module.run_trial,
         specs=specs,
@@ -291,7 +307,7 @@ def build_tuner(
         from tune.search_runtime import EarlyStopToMlflow
 
         callbacks.append(
-            EarlyStopToMlflow(state.tracking_uri, state.parent_run_id, int(base["config"]["SOLVER.MAX_EPOCHS"]))
+            EarlyStopToMlflow(state.tracking_uri, state.parent_run_id, int(base["config"]["SOLVER"]["MAX_EPOCHS"]))
         )
     if restore:
         # The search algorithm, the scheduler and the callbacks come back from the experiment state.
@@ -344,7 +360,7 @@ def search_outcome(results, specs: dict[str, dict], num_samples: int) -> dict[st
     stopped (its last result is marked done before the epoch budget) counts as finished, and
     samples never started count as unfinished."""
     out: dict[str, list[str]] = {"finished": [], "errored": [], "unfinished": []}
-    epochs = int(next(iter(specs.values()))["config"]["SOLVER.MAX_EPOCHS"])
+    epochs = int(next(iter(specs.values()))["config"]["SOLVER"]["MAX_EPOCHS"])
     n = 0
     for r in results:
         n += 1
@@ -378,7 +394,7 @@ def trial_outcome(results, specs: dict[str, dict]) -> dict[str, list[str]]:
         if key not in specs:
             continue
         seen.add(key)
-        epochs = int(specs[key]["config"]["SOLVER.MAX_EPOCHS"])
+        epochs = int(specs[key]["config"]["SOLVER"]["MAX_EPOCHS"])
         if r.error is not None:
             out["errored"].append(key)
         elif int((r.metrics or {}).get("epoch", 0) or 0) >= epochs:

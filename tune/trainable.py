@@ -14,6 +14,7 @@ back; it is copied into OUTPUT_DIR and the run continues with
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -114,6 +115,11 @@ def _finished_run_metrics(output_dir: Path, tracking_uri: str, max_epochs: int) 
     return dict(run.data.metrics)
 
 
+def apply_trial_env(env: dict | None) -> None:
+    """Set the sweep's ``--trial-env`` variables (sweep.json ``env``) in this trial's process."""
+    os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
+
+
 def limit_threads() -> None:
     """One torch thread per CPU the trial was given: trials share the machine, and
     oversubscribed OpenMP threads spin-wait (several times slower on 2 cores)."""
@@ -133,14 +139,17 @@ def searched_spec(spec: dict, values: dict, trial_name: str) -> dict:
     The row label is the sampled values (``BASE_LR=0.0123 OIM_EPS=0.171``) and
     the paper label is empty: a sampled configuration is not a paper method.
     """
+    from oimnet.config import set_dotted
+
     values = {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
     label = " ".join(
         f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}" for k, v in values.items()
     )
-    cfg = dict(spec["config"])
-    cfg.update(values)
+    cfg = copy.deepcopy(spec["config"])  # the nested mapping; the sampled keys are dotted
+    for key, value in values.items():
+        set_dotted(cfg, key, value)
     cfg["OUTPUT_DIR"] = str(Path(cfg["OUTPUT_DIR"]).parent / trial_name)
-    cfg["MLFLOW.RUN_NAME"] = f"{label} s{spec['seed']}"
+    set_dotted(cfg, "MLFLOW.RUN_NAME", f"{label} s{spec['seed']}")
     tags = {**spec["tags"], "row": label, "paper_label": "", "trial": trial_name, "search_base": spec["row"]}
     return {**spec, "key": trial_name, "row": label, "paper_label": "", "config": cfg, "tags": tags}
 
@@ -159,8 +168,8 @@ def run_trial(
     Args:
         config: Tune's param space sample, ``{"trial": <TrialSpec key>}``, plus
             ``"search": {config key: sampled value}`` in a searched grid.
-        specs: key -> TrialSpec as a dict (``config`` holds the full flat config
-            with absolute paths, ``tags`` the MLflow child tags).
+        specs: key -> TrialSpec as a dict (``config`` holds the full config as
+            a nested mapping with absolute paths, ``tags`` the MLflow child tags).
         tracking_uri: absolute MLflow URI (a trial's cwd is its own folder).
         parent_run_id: the sweep's MLflow parent run.
         env: environment variables to set in the worker before training
@@ -182,7 +191,7 @@ def run_trial(
     if config.get("search"):
         spec = searched_spec(spec, config["search"], tune.get_context().get_trial_name())
     limit_threads()
-    os.environ.update({str(k): str(v) for k, v in (env or {}).items()})
+    apply_trial_env(env)
     cfg = load_config(None, spec["config"])
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)

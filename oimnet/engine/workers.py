@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from oimnet.config import get_dotted, set_dotted, to_mapping
 from oimnet.engine.hooks import HookBase
 
 log = logging.getLogger("oimnet")
@@ -77,24 +78,6 @@ def _worker_loop(loop_config: dict) -> None:
     ray.train.report({**{k: float(v) for k, v in final.items()}, "epoch": float(cfg.SOLVER.MAX_EPOCHS)})
 
 
-def flat_config(cfg) -> dict:
-    """{dotted key: value} of a config (what load_config(None, ...) takes back)."""
-    from omegaconf import OmegaConf
-
-    out: dict = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(v, key + ".")
-            else:
-                out[key] = v
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return out
-
-
 def train_on_workers(
     cfg,
     *,
@@ -124,9 +107,9 @@ def train_on_workers(
     n = int(cfg.SOLVER.WORLD_SIZE)
     if n < 2:
         raise ValueError(f"SOLVER.WORLD_SIZE {n}: train_on_workers is for 2 or more workers (use train_run)")
-    flat = flat_config(cfg)
+    config = to_mapping(cfg)  # what crosses to the workers: the nested mapping
     for key in ("OUTPUT_DIR", "INPUT.DATA_ROOT"):
-        flat[key] = str(Path(flat[key]).expanduser().resolve())
+        set_dotted(config, key, str(Path(get_dotted(config, key)).expanduser().resolve()))
     if track and tracking_uri is None:
         from oimnet.engine.tracking import resolve_tracking_uri
 
@@ -139,7 +122,7 @@ def train_on_workers(
         log.warning(
             "DEVICE is %r but the Ray cluster has %s GPU(s) for %d workers: CPU workers (gloo)", cfg.DEVICE, gpus, n
         )
-        flat["DEVICE"] = "cpu"
+        config["DEVICE"] = "cpu"
     run_kwargs = {
         "resume": resume,
         "tracking_uri": tracking_uri,
@@ -148,11 +131,11 @@ def train_on_workers(
         "mlflow_tags": mlflow_tags,
         "close_stale_run": close_stale_run,
     }
-    out = Path(flat["OUTPUT_DIR"])
+    out = Path(config["OUTPUT_DIR"])
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={
-            "config": flat,
+            "config": config,
             "run_kwargs": run_kwargs,
             "hook_factories": tuple(hook_factories),
             "cpus_per_worker": cpus_per_worker,
