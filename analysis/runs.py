@@ -23,8 +23,10 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-METRICS = ("mAP", "top1")
-ALL_METRICS = ("mAP", "top1", "top5", "top10", "det_ap", "det_recall")
+from oimnet.constants import HEADLINE_METRICS
+
+METRICS = HEADLINE_METRICS
+ALL_METRICS = ("mAP", "top1", "top5", "top10", "det_ap", "det_recall")  # of oimnet.constants.SCALAR_METRICS
 
 # Logged params that do not change what is trained or measured.
 BOOKKEEPING_KEYS = frozenset(

@@ -1,8 +1,4 @@
-"""Names and numbers several packages share: one home, imported from here.
-
-(``oimnet.data.records`` still defines its own copies of UNLABELED_PID and
-DATASETS for the data loaders; they are the same values.)
-"""
+"""Names and numbers several packages share: one home, imported from here."""
 
 from __future__ import annotations
 
@@ -32,3 +28,7 @@ SCALAR_METRICS = (
     "mAP_multiview",
     "top1_multiview",
 )
+
+# The paper's two headline metrics (its tables): search mAP and top-1. Also
+# what the final ground-truth-box evaluation logs (as mAP_gt, top1_gt).
+HEADLINE_METRICS = ("mAP", "top1")

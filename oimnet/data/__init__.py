@@ -6,8 +6,10 @@ The loader names are imported lazily so that the command-line tools
 (``python -m oimnet.data.check`` / ``.synth``) start without torch.
 """
 
+from oimnet.constants import UNLABELED_PID
+
 from .datasets import load_cuhk_protocol, load_records, num_train_ids, parse_stats
-from .records import UNLABELED_PID, DatasetError
+from .records import DatasetError
 from .synth import ensure_synthetic
 
 _LOADER_NAMES = ("build_train_loader", "build_test_loader", "collate", "EpochBatchSampler")

@@ -21,8 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from oimnet.constants import DATASETS, UNLABELED_PID
+
 from . import cuhk, prw
-from .records import UNLABELED_PID, DatasetError
+from .records import DatasetError
 from .synth import read_meta
 
 PUBLISHED = {
@@ -168,7 +170,7 @@ def format_report(report: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m oimnet.data.check", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--dataset", required=True, choices=("CUHK-SYSU", "PRW", "synthetic"))
+    ap.add_argument("--dataset", required=True, choices=DATASETS)
     ap.add_argument("--root", required=True)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-decode", action="store_true", help="only check that the images exist (faster)")

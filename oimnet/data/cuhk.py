@@ -28,8 +28,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from oimnet.constants import UNLABELED_PID
+
 from .matutil import field, get_var, load_mat, mat_box, mat_str, struct_items, unwrap
-from .records import UNLABELED_PID, DatasetError, make_record
+from .records import DatasetError, make_record
 
 IMAGE_DIR = os.path.join("Image", "SSM")
 IMAGES_MAT = "annotation/Images.mat"

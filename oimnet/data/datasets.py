@@ -13,8 +13,10 @@ import os
 
 import numpy as np
 
+from oimnet.constants import DATASETS, UNLABELED_PID
+
 from . import cache, cuhk, prw
-from .records import DATASETS, UNLABELED_PID, DatasetError, check_split
+from .records import DatasetError, check_split
 
 
 def _format_of(dataset: str) -> str:

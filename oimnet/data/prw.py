@@ -25,8 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from oimnet.constants import UNLABELED_PID
+
 from .matutil import get_var, load_mat, mat_str
-from .records import UNLABELED_PID, DatasetError, make_record, xywh_to_xyxy
+from .records import DatasetError, make_record, xywh_to_xyxy
 
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
 UNLABELED_IDS = (-2, 483, 932)

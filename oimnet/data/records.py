@@ -6,7 +6,7 @@ One image is one plain dict (see docs/interfaces.md, "Annotations")::
      "img_path": "/abs/.../c1s1_000151.jpg",
      "boxes": float32 (n, 4),            # x1, y1, x2, y2 in original pixels,
                                          # integers as the authors' loader truncates them
-     "pids": int64 (n,),                 # identity per box, 5555 = unlabeled
+     "pids": int64 (n,),                 # identity per box, oimnet.constants.UNLABELED_PID (5555) = unlabeled
      "cam_id": int}                      # PRW camera, -1 for CUHK-SYSU
 """
 
@@ -16,9 +16,7 @@ import os
 
 import numpy as np
 
-UNLABELED_PID = 5555
 SPLITS = ("train", "gallery", "query")
-DATASETS = ("CUHK-SYSU", "PRW", "synthetic")
 
 
 class DatasetError(ValueError):

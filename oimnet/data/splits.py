@@ -38,7 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import UNLABELED_PID, DatasetError, make_record
+from oimnet.constants import UNLABELED_PID
+
+from .records import DatasetError, make_record
 
 SPLIT_FILE = "val_split.json"
 FORMAT_VERSION = 1

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from oimnet.checkpoint import checkpoint_path, save_atomic
+from oimnet.constants import HEADLINE_METRICS
 
 if TYPE_CHECKING:
     from oimnet.engine.loop import Trainer
@@ -203,6 +204,6 @@ class EvalHook(HookBase):
         metrics = scalar_metrics(result)
         if last and self.use_gt_at_end:
             gt = evaluate_model(t.model, t.cfg, t.device, t.out_dir, tag=f"epoch{done:03d}_gt", use_gt=True)
-            metrics.update({f"{k}_gt": v for k, v in scalar_metrics(gt).items() if k in ("mAP", "top1")})
+            metrics.update({f"{k}_gt": v for k, v in scalar_metrics(gt).items() if k in HEADLINE_METRICS})
         t.metrics = metrics
         t.epoch_metrics.update(metrics)

@@ -15,6 +15,8 @@ from itertools import chain, repeat
 
 import numpy as np
 
+from oimnet.constants import UNLABELED_PID
+
 from .search import GalleryIndex, SearchTask
 from .segments import ranges_concat
 
@@ -53,7 +55,7 @@ def has_test_pids(query: list[dict]) -> bool:
     """True when every query record carries a real identity (not a dummy pid)."""
     for rec in query:
         pids = np.asarray(rec["pids"]).reshape(-1)
-        if pids.size != 1 or pids[0] <= 0 or pids[0] == 5555:
+        if pids.size != 1 or pids[0] <= 0 or pids[0] == UNLABELED_PID:
             return False
     return True
 
@@ -118,7 +120,7 @@ def cuhk_full_set_task(
     pid (the test identity), as in TestG50."""
     for q, rec in enumerate(query):
         pid = _query_pid(rec, q)
-        if pid <= 0 or pid == 5555:
+        if pid <= 0 or pid == UNLABELED_PID:
             raise ValueError(
                 f"query {q} ({rec['img_name']}) has pid {pid}: the CUHK-SYSU full set needs the test "
                 "identity in the query records, or a protocol list (load_cuhk_protocol(root, -1))"
