@@ -59,3 +59,22 @@ def test_resume_reads_the_flat_trials_json_of_an_older_sweep(specs, tmp_path):
     (tmp_path / "trials.json").write_text(json.dumps({specs[0].key: {"config": ["not", "a", "mapping"]}}))
     with pytest.raises(SweepError, match=r"trials\.json: expected \{trial key"):
         load_trials(tmp_path)
+
+
+def test_ray_train_workers_get_the_nested_mapping_with_absolute_paths(monkeypatch, tmp_path):
+    from oimnet.engine.workers import workers_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        None, {"SOLVER.WORLD_SIZE": 2, "OUTPUT_DIR": "out/run", "INPUT.DATA_ROOT": "data", "DEVICE": "cuda"}
+    )
+    config, use_gpu = workers_config(cfg, cluster_gpus=1)  # fewer GPUs than workers: gloo on CPUs
+    assert not use_gpu and config["DEVICE"] == "cpu"
+    assert config["OUTPUT_DIR"] == str(tmp_path / "out" / "run") and config["INPUT"]["DATA_ROOT"] == str(
+        tmp_path / "data"
+    )
+    crossed = json.loads(json.dumps(config))
+    assert to_mapping(load_config(None, crossed)) == config  # what each worker loads
+    assert cfg.DEVICE == "cuda" and cfg.OUTPUT_DIR == "out/run"  # the caller's config is left as it was
+    config, use_gpu = workers_config(cfg, cluster_gpus=2)
+    assert use_gpu and config["DEVICE"] == "cuda"

@@ -78,6 +78,31 @@ def _worker_loop(loop_config: dict) -> None:
     ray.train.report({**{k: float(v) for k, v in final.items()}, "epoch": float(cfg.SOLVER.MAX_EPOCHS)})
 
 
+def workers_config(cfg, cluster_gpus: float) -> tuple[dict, bool]:
+    """(the nested mapping the workers load, whether they use GPUs) for a
+    run on cfg.SOLVER.WORLD_SIZE workers of a cluster with ``cluster_gpus``.
+
+    OUTPUT_DIR and INPUT.DATA_ROOT become absolute (workers do not share the
+    caller's working directory); DEVICE becomes "cpu" (gloo) when it asks
+    for CUDA but the cluster has fewer GPUs than workers.
+    """
+    n = int(cfg.SOLVER.WORLD_SIZE)
+    config = to_mapping(cfg)
+    for key in ("OUTPUT_DIR", "INPUT.DATA_ROOT"):
+        set_dotted(config, key, str(Path(get_dotted(config, key)).expanduser().resolve()))
+    wants_cuda = str(cfg.DEVICE).lower().startswith("cuda")
+    use_gpu = wants_cuda and cluster_gpus >= n
+    if wants_cuda and not use_gpu:
+        log.warning(
+            "DEVICE is %r but the Ray cluster has %s GPU(s) for %d workers: CPU workers (gloo)",
+            cfg.DEVICE,
+            cluster_gpus,
+            n,
+        )
+        config["DEVICE"] = "cpu"
+    return config, use_gpu
+
+
 def train_on_workers(
     cfg,
     *,
@@ -94,11 +119,9 @@ def train_on_workers(
 ) -> dict:
     """Train one config on cfg.SOLVER.WORLD_SIZE Ray Train workers; returns rank 0's final metrics.
 
-    GPUs are used (one per worker) when cfg.DEVICE asks for CUDA and the Ray
-    cluster has at least WORLD_SIZE of them; otherwise CPU workers with gloo.
-    Paths in the config must be absolute or are made so here (workers do not
-    share the caller's working directory).  ``callbacks``: Ray Train
-    callbacks (a Tune trial passes ``TuneReportCallback()``).
+    GPUs (one per worker) or CPU workers with gloo, paths made absolute: see
+    :func:`workers_config`. ``callbacks``: Ray Train callbacks (a Tune trial
+    passes ``TuneReportCallback()``).
     """
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -107,22 +130,13 @@ def train_on_workers(
     n = int(cfg.SOLVER.WORLD_SIZE)
     if n < 2:
         raise ValueError(f"SOLVER.WORLD_SIZE {n}: train_on_workers is for 2 or more workers (use train_run)")
-    config = to_mapping(cfg)  # what crosses to the workers: the nested mapping
-    for key in ("OUTPUT_DIR", "INPUT.DATA_ROOT"):
-        set_dotted(config, key, str(Path(get_dotted(config, key)).expanduser().resolve()))
     if track and tracking_uri is None:
         from oimnet.engine.tracking import resolve_tracking_uri
 
         tracking_uri = resolve_tracking_uri(None)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=True)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = str(cfg.DEVICE).lower().startswith("cuda") and gpus >= n
-    if str(cfg.DEVICE).lower().startswith("cuda") and not use_gpu:
-        log.warning(
-            "DEVICE is %r but the Ray cluster has %s GPU(s) for %d workers: CPU workers (gloo)", cfg.DEVICE, gpus, n
-        )
-        config["DEVICE"] = "cpu"
+    config, use_gpu = workers_config(cfg, ray.cluster_resources().get("GPU", 0))
     run_kwargs = {
         "resume": resume,
         "tracking_uri": tracking_uri,
@@ -144,7 +158,11 @@ def train_on_workers(
         scaling_config=ScalingConfig(num_workers=n, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name="ray_train", storage_path=str(out), callbacks=list(callbacks)),
     )
-    result = trainer.fit()
+    return _final_metrics(trainer.fit())
+
+
+def _final_metrics(result) -> dict:
+    """Rank 0's last report of a Ray Train result (its numbers, without "epoch"); its error re-raised."""
     if result.error is not None:
         raise result.error
     metrics = dict(result.metrics or {})
