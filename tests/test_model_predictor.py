@@ -198,3 +198,16 @@ def test_evaluate_cli_with_a_checkpoint_writes_the_predictors_cache(setup, tmp_p
         assert len(got[key]) == len(arrays)
         for g, w in zip(got[key], arrays):
             np.testing.assert_array_equal(np.asarray(g), w)
+
+
+def test_amp_runs_under_float16_autocast_and_returns_float32(setup):
+    """``amp=True``: float16 autocast (on the CPU too, where torch has it); host arrays stay float32."""
+    _, model, records = setup
+    gallery = records["gallery"][:2]
+    images, boxes = _images(gallery), [r["boxes"] for r in gallery]
+    full = Predictor(model, "cpu").embed(images, boxes)
+    half = Predictor(model, "cpu", amp=True).embed(images, boxes)
+    for f, h in zip(full, half):
+        assert h.dtype == np.float32 and h.shape == f.shape
+        assert not np.array_equal(h, f)  # it did run in half precision
+        np.testing.assert_allclose(h, f, atol=5e-3)
