@@ -366,3 +366,68 @@ def train_run_worker(rank: int, world: int, out_dir: str, data_root: str, overri
 def memory_of(checkpoint: Path) -> dict[str, torch.Tensor]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     return {k: v for k, v in state.items() if k.endswith(MEMORY_KEYS)}
+
+
+# ----------------------------------------------------------------- sharded evaluation
+EVAL_RUN = {
+    "INPUT.SYNTH.FRAMES": 20,
+    "INPUT.SYNTH.IDENTITIES": 8,
+    "INPUT.BATCH_SIZE_TEST": 3,  # batches of 3 records: the last one short, uneven shards
+    "MODEL.LOSS.LUT_SIZE": 8,
+    "MODEL.LOSS.CQ_SIZE": 16,
+    "MODEL.ROI_HEAD.SCORE_THRESH_TEST": 0.0,  # a random-init model still detects
+    "MODEL.RPN.POST_NMS_TOPN_TEST": 30,
+}
+
+
+def eval_config(out_dir: str, data_root: str):
+    from tests.smoke import smoke_config
+
+    return smoke_config(Path(out_dir), Path(data_root), **{"OUTPUT_DIR": out_dir, **EVAL_RUN})
+
+
+def eval_predictor(cfg):
+    """The seeded random-init model of ``cfg`` in a CPU predictor (the same weights in every process)."""
+    from oimnet.models import build_model
+    from oimnet.models.predictor import Predictor
+
+    torch.manual_seed(0)
+    return Predictor(build_model(cfg), "cpu")
+
+
+def cache_tensors(cache: dict) -> dict[str, torch.Tensor]:
+    return {f"{k}/{i}": torch.from_numpy(a) for k, arrays in cache.items() for i, a in enumerate(arrays)}
+
+
+def sharded_eval_worker(rank: int, world: int, out_dir: str, data_root: str) -> dict[str, torch.Tensor]:
+    """evaluate() of the seeded model on this rank's shard; rank 0: the cache and metrics; all: the indices it ran."""
+    from oimnet.constants import SCALAR_METRICS
+    from oimnet.distributed.eval_shards import sharded_eval_cache
+    from oimnet.engine.evaluation import evaluate
+
+    cfg = eval_config(out_dir, data_root)
+    predictor = eval_predictor(cfg)
+    ran: list[int] = []
+    predict_split = predictor.predict_split
+
+    def recording(cfg, split, records=None, indices=None, **kw):
+        ran.extend(int(i) + (0 if split == "gallery" else 100000) for i in indices)
+        return predict_split(cfg, split, records, indices, **kw)
+
+    predictor.predict_split = recording
+    result = evaluate(predictor, cfg, out_dir, tag="sharded")
+    gt = evaluate(predictor, cfg, out_dir, tag="sharded_gt", use_gt=True)  # gallery = GT boxes: mAP > 0 at random init
+    out = {"ran": torch.tensor(ran, dtype=torch.int64), "is_none": torch.tensor(result is None and gt is None)}
+    if result is not None:
+        for name, res in (("metric", result), ("metric_gt", gt)):
+            out.update(
+                {
+                    f"{name}/{k}": torch.tensor(res[k], dtype=torch.float64)
+                    for k in SCALAR_METRICS
+                    if res.get(k) is not None
+                }
+            )
+        out.update({f"cache/{k}": v for k, v in cache_tensors(sharded_eval_cache(predictor, cfg)).items()})
+    else:
+        out["second_call_none"] = torch.tensor(sharded_eval_cache(predictor, cfg) is None)
+    return out

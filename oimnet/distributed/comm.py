@@ -22,6 +22,7 @@ __all__ = [
     "collective_device",
     "gather_counts",
     "all_gather_rows",
+    "gather_rows_to_main",
     "all_reduce_sum",
     "all_reduce_max",
     "broadcast_int",
@@ -99,6 +100,32 @@ def all_gather_rows(x: Tensor, counts: list[int] | None = None) -> tuple[Tensor,
     blocks = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(blocks, padded.contiguous())
     return torch.cat([block[:n] for block, n in zip(blocks, counts)]), counts
+
+
+@torch.no_grad()
+def gather_rows_to_main(x: Tensor) -> Tensor | None:
+    """Rank 0: the rows of ``x`` (n_r, ...) of every rank concatenated in rank order; other ranks: None. No gradient.
+
+    Like :func:`all_gather_rows` (ranks may hold different row counts; same
+    dtype, trailing shape and device type), but only rank 0 receives the
+    rows (one ``gather``), so the others hold no copy. Without a process
+    group, ``x`` itself (detached).
+    """
+    x = x.detach()
+    if not is_distributed():
+        return x
+    counts = gather_counts(x.shape[0], x.device)
+    longest = max(counts)
+    if longest == 0:
+        return x if dist.get_rank() == 0 else None
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    if dist.get_rank() != 0:
+        dist.gather(padded, dst=0)
+        return None
+    blocks = [torch.empty_like(padded) for _ in counts]
+    dist.gather(padded, gather_list=blocks, dst=0)
+    return torch.cat([block[:n] for block, n in zip(blocks, counts)])
 
 
 def broadcast_int(value: int) -> int:

@@ -34,7 +34,8 @@ def load_eval_records(cfg):
 def evaluate_model(
     model, cfg, device, out_dir: str | Path, tag: str = "final", use_gt: bool = False, records: tuple | None = None
 ) -> dict:
-    """:func:`evaluate` of ``model`` on ``device`` (the training-time evaluations call this)."""
+    """:func:`evaluate` of ``model`` on ``device`` (the training-time evaluations call this; every rank of a
+    multi-worker run calls it, rank 0 gets the result, the others None)."""
     from oimnet.models.predictor import Predictor
 
     return evaluate(Predictor(model, device), cfg, out_dir, tag=tag, use_gt=use_gt, records=records)
@@ -45,6 +46,12 @@ def evaluate(
 ) -> dict:
     """Run the predictor over gallery and query, score the protocol, write files.
 
+    Under a multi-rank process group every rank must call this: each runs
+    the predictor on its shard of the images
+    (:func:`oimnet.distributed.eval_shards.sharded_eval_cache`), rank 0
+    scores and writes the files and returns the result, the others return
+    None.
+
     Writes ``eval_cache.pth`` (the release's cache format) and
     ``results_<tag>.json`` (+ ``results.json``, the latest) in out_dir.
     ``use_gt``: gallery boxes are the ground truth (as EVAL_USE_GT True); the
@@ -53,16 +60,19 @@ def evaluate(
     ``records``: (gallery, query, CUHK-SYSU protocol or None) to evaluate
     instead of the test split (a validation split); only
     ``results_<tag>.json`` is written then, the test split's files stay.
-    Returns the full result dict (scalars + per-query top-10).
+    Returns the full result dict (scalars + per-query top-10), None on ranks other than 0.
     """
+    from oimnet.distributed.eval_shards import sharded_eval_cache
     from oimnet.eval import dataset_identity, evaluate_cache, save_cache, write_results_json
 
     if use_gt:
         cfg = cfg.copy()
         cfg.EVAL_USE_GT = True
+    cache = sharded_eval_cache(predictor, cfg, records[:2] if records is not None else None)
+    if cache is None:  # not rank 0: its shard went to rank 0, which scores
+        return None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = predictor.eval_cache(cfg, records[:2] if records is not None else None)
     if records is None:
         gallery, query, protocol = load_eval_records(cfg)
         identity = dataset_identity(str(cfg.INPUT.DATASET), gallery, query)

@@ -180,7 +180,7 @@ class EpochDoneHook(HookBase):
 
 
 class EvalHook(HookBase):
-    """Every ``period`` epochs and after the last: evaluate on the test split.
+    """Every ``period`` epochs and after the last: evaluate on the test split (sharded over the ranks).
 
     The scalar metrics go to ``trainer.metrics`` (the run's latest result,
     returned by ``train_run``) and ``trainer.epoch_metrics``. With
@@ -198,12 +198,17 @@ class EvalHook(HookBase):
         t = self.trainer
         done = t.epoch + 1
         last = done == t.max_epochs
-        if not t.is_main or not (done % self.period == 0 or last):
+        if not (done % self.period == 0 or last):
             return
+        # Every rank of a multi-worker run infers its shard of the images; rank 0 alone gets the result.
         result = evaluate_model(t.model, t.cfg, t.device, t.out_dir, tag=f"epoch{done:03d}")
-        metrics = scalar_metrics(result)
+        gt = None
         if last and self.use_gt_at_end:
             gt = evaluate_model(t.model, t.cfg, t.device, t.out_dir, tag=f"epoch{done:03d}_gt", use_gt=True)
+        if not t.is_main:
+            return
+        metrics = scalar_metrics(result)
+        if gt is not None:
             metrics.update({f"{k}_gt": v for k, v in scalar_metrics(gt).items() if k in HEADLINE_METRICS})
         t.metrics = metrics
         t.epoch_metrics.update(metrics)

@@ -113,15 +113,16 @@ class ValEvalHook(HookBase):
 
         t = self.trainer
         done = t.epoch + 1
-        if not t.is_main:
-            return
-        if done == 1:
+        if done == 1 and t.is_main:
             s = self.run_split.split.summary()
             t.epoch_metrics.update({k: float(s[k]) for k in ("val_ids", "val_queries", "val_images", "train_ids")})
         if not (done % self.period == 0 or done == t.max_epochs):
             return
         r = self.run_split.records
+        # Every rank infers its shard of the images; rank 0 alone gets the result.
         result = evaluate_model(
             t.model, t.cfg, t.device, t.out_dir, tag=f"val_epoch{done:03d}", records=(r.gallery, r.query, r.protocol)
         )
+        if not t.is_main:
+            return
         t.epoch_metrics.update({f"{VAL_PREFIX}{k}": v for k, v in scalar_metrics(result).items()})
