@@ -51,6 +51,7 @@ def prepare_val_split(cfg: DictConfig) -> tuple[DictConfig, RunSplit | None]:
         return cfg, None
     from oimnet.data import load_records
     from oimnet.data.splits import SPLIT_FILE, ValSplit, apply, carve
+    from oimnet.distributed import is_main_process
 
     out = Path(cfg.OUTPUT_DIR)
     path = out / SPLIT_FILE
@@ -73,8 +74,9 @@ def prepare_val_split(cfg: DictConfig) -> tuple[DictConfig, RunSplit | None]:
             seed=int(cfg.VAL.SEED),
             gallery_size=gallery_size,
         )
-        out.mkdir(parents=True, exist_ok=True)
-        split.save(path)
+        if is_main_process():  # every rank carves the same split (seeded); one writes it (same temp file name)
+            out.mkdir(parents=True, exist_ok=True)
+            split.save(path)
     records = apply(split, train)
     cfg = cfg.copy()
     cfg.MODEL.LOSS.LUT_SIZE = split.lut_size
