@@ -109,7 +109,7 @@ def sharded_eval_cache(
     ):
         recs = list(recs) if recs is not None else build_test_loader(cfg, split).dataset.records
         mine = shard_indices(len(recs), batch, rank, world)
-        results = predictor.predict_split(cfg, split, recs, mine, use_gt=use_gt) if mine else {}
+        results = predictor.predict_split(cfg, split, recs, mine, use_gt=use_gt, progress=rank == 0) if mine else {}
         merged[split] = gather_results(results)
     if merged["gallery"] is None:
         return None
