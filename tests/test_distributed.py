@@ -29,6 +29,26 @@ def two_ranks(tmp_path_factory):
     return dw.run_on_ranks("pieces_worker", 2, tmp_path_factory.mktemp("pieces"), True)
 
 
+def test_sync_batchnorm_conversion_keeps_the_optimizer_s_parameters(tmp_path):
+    # The trainer builds its optimizer on the plain model, then wraps it for N ranks:
+    # the synchronised norms must hold the same parameter objects, or their weights never move.
+    from oimnet.engine.trainer import build_optimizer
+    from oimnet.models import build_model
+    from oimnet.models.sync_norm import GlooSyncBatchNorm, convert_sync_batchnorm
+    from tests.smoke import smoke_config
+
+    model = build_model(smoke_config(tmp_path, tmp_path / "data", **{"MODEL.ROI_HEAD.NORM_TYPE": "batchnorm"}))
+    opt = build_optimizer(model, smoke_config(tmp_path, tmp_path / "data"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    convert_sync_batchnorm(model)
+    synced = [m for m in model.modules() if isinstance(m, GlooSyncBatchNorm)]
+    assert len(synced) > 10 and any(m.weight.requires_grad for m in synced)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) in in_opt for p in model.parameters() if p.requires_grad)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_all_gather_rows_uneven_counts_and_digest_mismatch(two_ranks):
     ranks = [{k[len("gather/") :]: v for k, v in res.items() if k.startswith("gather/")} for res in two_ranks]
     for r, res in enumerate(ranks):

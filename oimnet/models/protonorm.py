@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from oimnet.constants import UNLABELED_PID
 from oimnet.distributed import all_gather_rows, gather_counts, get_rank, is_distributed
 from oimnet.models.sync_norm import sync_weighted_norm, update_running_stats_
 
@@ -46,7 +47,7 @@ __all__ = [
     "convert_bn2d_to_protonorm",
 ]
 
-UNLABELED_ID = 5555  # label of an unlabeled person RoI in the data
+UNLABELED_ID = UNLABELED_PID  # label of an unlabeled person RoI in the data
 
 
 def prototype_weights(labels: Tensor, unlabeled_id: int = UNLABELED_ID, dtype: torch.dtype = torch.float64) -> Tensor:

@@ -180,7 +180,8 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
     CUDA modules get torch.nn.SyncBatchNorm, others :class:`GlooSyncBatchNorm`.
     ProtoNorms (synchronised by themselves) and already converted layers are
-    left alone; weight/bias requires_grad and train/eval mode are kept.
+    left alone. The new layers hold the old layers' parameter and buffer
+    objects (requires_grad and optimizer membership kept) and train/eval mode.
     """
     if isinstance(module, _PLAIN_BATCHNORMS):
         return _sync_from_bn(module)
@@ -198,10 +199,11 @@ def _sync_from_bn(bn: _BatchNorm) -> _BatchNorm:
     new = cls(
         bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=ref.device, dtype=ref.dtype
     )
-    with torch.no_grad():
-        new.load_state_dict(bn.state_dict())
+    # The very parameter and buffer objects, not copies: an optimizer built on the
+    # model before the conversion must still hold (and update) the norms' weights.
     if bn.affine:
-        new.weight.requires_grad_(bn.weight.requires_grad)
-        new.bias.requires_grad_(bn.bias.requires_grad)
+        new.weight, new.bias = bn.weight, bn.bias
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        setattr(new, name, getattr(bn, name))
     new.train(bn.training)
     return new
