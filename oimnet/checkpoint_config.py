@@ -60,6 +60,7 @@ RESUME_FREE = (
     "EVAL_USE_CACHE",
     "EVAL_USE_CBGM",
     "EVAL_GALLERY_SIZE",
+    "EVAL_GT_AT_END",
     "CKPT_PERIOD",
     "DISP_PERIOD",
     "TF_BOARD",

@@ -244,6 +244,9 @@ class Config:
         False, "(release) re-score a saved eval cache", unused="use `python -m oimnet.evaluate --cache PATH`"
     )
     EVAL_USE_CBGM: bool = key(False, "context bipartite graph matching when scoring")
+    EVAL_GT_AT_END: bool = key(
+        True, "ours: after the last epoch also evaluate the test split on ground-truth boxes (mAP_gt, top1_gt)"
+    )
     EVAL_GALLERY_SIZE: int = key(
         100, "ours: CUHK-SYSU gallery size, -1 = the full set", choices=(50, 100, 500, 1000, 2000, 4000, -1)
     )

@@ -71,9 +71,29 @@ def test_a_hook_from_outside_sees_every_stage_without_mlflow_or_ray(tmp_path, mo
     (ck1, m1), (ck2, m2) = ends[0][3], ends[1][3]
     assert (ck1, ck2) == ("epoch_001.pth", "epoch_002.pth")
     assert "train_loss" in m1 and "mAP" not in m1  # EVAL_PERIOD 2: epoch 1 is not evaluated
-    assert {"mAP", "top1", "mAP_gt", "top1_gt", "epoch_time_s"} <= set(m2)
+    assert {"mAP", "top1", "mAP_gt", "top1_gt", "epoch_time_s", "cpu_time_s"} <= set(m2)
+    assert "cpu_time_s" in m1  # CPU seconds of the run so far, every epoch
     assert {"mAP", "mAP_gt"} <= set(metrics) and 0.0 <= metrics["mAP"] <= 1.0
     assert not (tmp_path / "h" / "out" / "mlflow_run_id").exists()
+
+
+class CpuSeen(HookBase):
+    def __init__(self):
+        self.values: list[float] = []
+
+    def after_epoch(self):
+        self.values.append(self.trainer.epoch_metrics["cpu_time_s"])
+
+
+def test_no_ground_truth_pass_when_eval_gt_at_end_is_off(tmp_path):
+    cfg = smoke_config(tmp_path / "g", tmp_path / "data", **{**TINY, "EVAL_GT_AT_END": False})
+    seen = CpuSeen()
+    metrics = train_run(cfg, hooks=[seen], track=False)
+    assert "mAP" in metrics and "mAP_gt" not in metrics and "top1_gt" not in metrics
+    out = tmp_path / "g" / "out"
+    assert (out / "results_epoch002.json").is_file() and not (out / "results_epoch002_gt.json").exists()
+    # CPU seconds since the run started: training and evaluation, growing every epoch
+    assert len(seen.values) == 2 and 0 < seen.values[0] < seen.values[1]
 
 
 class FailAtStep(HookBase):

@@ -122,6 +122,7 @@ axes:
         ("rows:\n  - {name: X}\n  - {name: X}\n", "row 'X': duplicate row name"),
         ("rows:\n  - {name: X, overide: {}}\n", "rows[0]: unknown key 'overide'"),
         ("rowz: []\n", "unknown top-level key 'rowz'"),
+        ("seeds: 0\nrows:\n  - {name: X}\n", "seeds: expected a positive integer (seeds 1..N per row), got 0"),
         ("rows: []\n", "no rows and no axes"),
         (
             "rows:\n  - {name: X}\naxes:\n  MODEL.LOSS.OIM_EPS: 0.1\n",
@@ -186,6 +187,21 @@ def test_cli_dry_run_prints_every_row_and_seed(tmp_path):
     assert not (tmp_path / "rr").exists()
 
 
+def test_cli_seeds_default_to_the_grids_seeds(tmp_path):
+    """table3 says `seeds: 3` (what `make run` runs: paired tests need several seeds); --seeds overrides it."""
+    assert load_grid(resolve_grid_path("table3")).seeds == 3
+    assert load_grid(resolve_grid_path("eps")).seeds == 1
+    r = subprocess.run(
+        CLI + ["--grid", "table3", "--dry-run", "--storage", str(tmp_path / "rr")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "seeds [1, 2, 3]: 21 trials" in r.stdout.splitlines()[0]
+
+
 def test_cli_paper_profile_without_gpu_states_time_and_needs_force(tmp_path):
     r = subprocess.run(
         RUN
@@ -207,6 +223,6 @@ def test_cli_paper_profile_without_gpu_states_time_and_needs_force(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2
-    assert "7 trials x 20 epochs x 5704 training images" in r.stderr
+    assert "21 trials x 20 epochs x 5704 training images" in r.stderr  # table3's 3 seeds x 7 rows
     assert "hours" in r.stderr and "--force" in r.stderr
     assert not (tmp_path / "rr").exists()

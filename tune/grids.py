@@ -11,6 +11,7 @@ A grid is data (``experiments/grids/<name>.yaml``)::
     axes:                                  # optional, crossed with the rows
       MODEL.LOSS.OIM_EPS: [0.0, 0.1]
     search: {...}                          # optional: sample configs instead (tune/search.py)
+    seeds: 3                               # optional: seeds 1..N per row when --seeds is not given (default 1)
 
 ``datasets`` and ``profiles`` default to ``experiments/grids/_common.yaml``;
 a grid's own ``profiles.<name>`` mapping is merged key by key over the common
@@ -46,7 +47,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GRID_DIR = PROJECT_ROOT / "experiments" / "grids"
 COMMON_FILE = GRID_DIR / "_common.yaml"
 
-_TOP_KEYS = {"name", "description", "datasets", "profiles", "fixed", "rows", "axes", "search"}
+_TOP_KEYS = {"name", "description", "datasets", "profiles", "fixed", "rows", "axes", "search", "seeds"}
 _ROW_KEYS = {"name", "paper_label", "overrides"}
 
 
@@ -75,6 +76,7 @@ class Grid:
     rows: list[Row]
     axes: dict[str, list[Any]]
     search: Search | None = None  # a `search:` section (tune/search.py)
+    seeds: int = 1  # seeds 1..seeds per row when the command line gives none
 
 
 @dataclass
@@ -223,6 +225,9 @@ def load_grid(path: str | Path) -> Grid:
         if not isinstance(v, list) or not v:
             raise GridError(f"{shown}: axes.{k}: expected a non-empty list of values, got {v!r}")
 
+    seeds = data.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise GridError(f"{shown}: seeds: expected a positive integer (seeds 1..N per row), got {seeds!r}")
     search = None
     if data.get("search") is not None:
         try:
@@ -239,6 +244,7 @@ def load_grid(path: str | Path) -> Grid:
         rows=rows,
         axes=axes,
         search=search,
+        seeds=seeds,
     )
 
 

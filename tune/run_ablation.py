@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-root", metavar="DIR", help="dataset folder (default: the base config's / data/synthetic-prw)"
     )
     p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 1..N per row (default 1)")
+    p.add_argument(
+        "--seeds", type=int, metavar="N", help="seeds 1..N per row (default: the grid's `seeds`, else 1; table3: 3)"
+    )
     p.add_argument(
         "--max-concurrent", type=int, metavar="N", help="at most N trials at once (default: as resources allow)"
     )
@@ -275,9 +277,10 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
     from oimnet.engine.tracking import resolve_tracking_uri
 
     grid = load_grid(resolve_grid_path(args.grid))
-    if args.seeds < 1:
-        fail(f"--seeds {args.seeds}: expected a positive integer")
-    seeds = list(range(1, args.seeds + 1))
+    n_seeds = grid.seeds if args.seeds is None else args.seeds
+    if n_seeds < 1:
+        fail(f"--seeds {n_seeds}: expected a positive integer")
+    seeds = list(range(1, n_seeds + 1))
     extra = parse_set(args.set)
     if args.workers_per_trial < 1:
         fail(f"--workers-per-trial {args.workers_per_trial}: expected a positive integer")
@@ -401,7 +404,8 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
         files = [table, *plots]
         print("\n" + text)
         if state.search:
-            from tune.search import Search, best_and_plot
+            from tune.search import Search
+            from tune.search_report import best_and_plot
 
             best, search_plots = best_and_plot(
                 state.tracking_uri, state.parent_run_id, Search.from_dict(state.search), exp_dir / "plots"

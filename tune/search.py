@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice")
@@ -300,78 +299,3 @@ def close_stopped_runs(tracking_uri: str, parent_run_id: str) -> int:
             client.set_terminated(r.info.run_id, "FINISHED")
             changed += 1
     return changed
-
-
-# ----------------------------------------------------------------- reporting
-def best_and_plot(tracking_uri: str, parent_run_id: str, search: Search, out_dir: Path) -> tuple[str, list[Path]]:
-    """The best configuration (by the final metric of each child run) and one PNG per searched key.
-
-    Returns (text, files). Runs without the metric are left out.
-    """
-    import numpy as np
-
-    from oimnet.engine.tracking import get_client
-
-    client = get_client(tracking_uri)
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=5000
-    )
-    rows = []
-    for r in runs:
-        if search.metric not in r.data.metrics or r.info.status != "FINISHED":
-            continue
-        values = {k: r.data.params.get(k) for k in search.keys}
-        epochs = max((m.step for m in client.get_metric_history(r.info.run_id, search.metric)), default=0)
-        rows.append((float(r.data.metrics[search.metric]), values, r, epochs))
-    if not rows:
-        return f"(search: no FINISHED trial reported {search.metric})", []
-    sign = -1 if search.mode == "max" else 1
-    rows.sort(key=lambda t: sign * t[0])
-    best_value, best_values, best_run, best_epochs = rows[0]
-    stopped = sum(1 for r in rows if STOPPED_TAG in r[2].data.tags)
-    lines = [
-        f"search: {len(rows)} trials with {search.metric} ({stopped} stopped early by ASHA); "
-        f"best {search.metric} = {best_value * 100:.1f} % after {best_epochs} epochs, run {best_run.info.run_id}:"
-    ]
-    lines += [f"  {k} = {v}" for k, v in best_values.items()]
-    if "mAP" in best_run.data.metrics and search.metric != "mAP":
-        lines.append(f"  (its test mAP = {best_run.data.metrics['mAP'] * 100:.1f} %; chosen on {search.metric})")
-    lines.append("  rerun it with seeds: --set " + " --set ".join(f"{k}={v}" for k, v in best_values.items()))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for key in search.keys:
-        kind = next(iter(search.space[key]))
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ys = np.array([r[0] * 100 for r in rows])
-        early = np.array([STOPPED_TAG in r[2].data.tags for r in rows])
-        if kind == "choice":
-            cats = [str(c) for c in search.space[key]["choice"]]
-            xs = np.array([cats.index(str(r[1][key])) if str(r[1][key]) in cats else -1 for r in rows], float)
-            ax.set_xticks(range(len(cats)))
-            ax.set_xticklabels(cats)
-        else:
-            xs = np.array([float(r[1][key]) for r in rows])
-            if kind == "loguniform":
-                ax.set_xscale("log")
-        ax.scatter(xs[~early], ys[~early], label="ran all epochs", zorder=3)
-        if early.any():
-            ax.scatter(xs[early], ys[early], marker="x", label="stopped early (ASHA)", zorder=3)
-        ax.scatter([xs[0]], [ys[0]], s=160, facecolors="none", edgecolors="k", label="best", zorder=4)
-        ax.set_xlabel(key)
-        ax.set_ylabel(f"{search.metric} (%)")
-        ax.set_title(f"{search.metric} against {key.split('.')[-1]}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        p = out_dir / f"search_{key.replace('.', '_')}.png"
-        fig.savefig(p, dpi=120)
-        plt.close(fig)
-        files.append(p)
-    return "\n".join(lines), files

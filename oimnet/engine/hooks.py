@@ -116,6 +116,18 @@ class TrainStatsHook(HookBase):
         t.epoch_metrics["epoch_time_s"] = time.time() - self._t0
 
 
+class CpuTimeHook(HookBase):
+    """After each epoch (registered after evaluation): ``cpu_time_s`` in ``trainer.epoch_metrics``,
+    the CPU seconds (all threads of this process) since this attempt of the run started, training
+    and evaluation included. Unlike wall time it hardly moves when other jobs share the machine."""
+
+    def before_train(self) -> None:
+        self._t0 = time.process_time()
+
+    def after_epoch(self) -> None:
+        self.trainer.epoch_metrics["cpu_time_s"] = time.process_time() - self._t0
+
+
 class CheckpointHook(HookBase):
     """Every ``period`` epochs and after the last: ``OUTPUT_DIR/epoch_XXX.pth``
     (atomic write, main process only); its path in ``trainer.epoch_checkpoint``.

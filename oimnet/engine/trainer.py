@@ -27,6 +27,7 @@ from oimnet.engine import seeding
 from oimnet.engine.device import select_device
 from oimnet.engine.hooks import (
     CheckpointHook,
+    CpuTimeHook,
     EpochDoneHook,
     EvalHook,
     HookBase,
@@ -138,7 +139,8 @@ def default_hooks(
     Evaluation: the test split every EVAL_PERIOD epochs; with a validation
     split (``run_split``, see :mod:`oimnet.engine.validation`) the
     validation split every EVAL_PERIOD epochs and the test split once,
-    after the last. Order matters: statistics and evaluation fill
+    after the last; with EVAL_GT_AT_END the last epoch also on ground-truth
+    boxes. Order matters: statistics and evaluation fill
     ``trainer.epoch_metrics`` before the MLflow hook logs them.
     """
     hooks: list[HookBase] = [
@@ -151,9 +153,10 @@ def default_hooks(
         from oimnet.engine.validation import ValEvalHook
 
         hooks.append(ValEvalHook(int(cfg.EVAL_PERIOD), run_split))
-        hooks.append(EvalHook(int(cfg.SOLVER.MAX_EPOCHS), use_gt_at_end=True))
+        hooks.append(EvalHook(int(cfg.SOLVER.MAX_EPOCHS), use_gt_at_end=bool(cfg.EVAL_GT_AT_END)))
     else:
-        hooks.append(EvalHook(int(cfg.EVAL_PERIOD), use_gt_at_end=True))
+        hooks.append(EvalHook(int(cfg.EVAL_PERIOD), use_gt_at_end=bool(cfg.EVAL_GT_AT_END)))
+    hooks.append(CpuTimeHook())  # after evaluation: the epoch's CPU seconds include it
     if track:
         from oimnet.engine.mlflow_hook import MLflowHook
 
