@@ -25,6 +25,8 @@ def test_shipped_search_grid_searches_lr_and_eps_of_oimnetpp():
     assert s.scheduler == {"type": "asha", "grace_period": 2, "reduction_factor": 2}
     (spec,) = expand(grid, dataset="synthetic", profile="smoke", seeds=[1])
     assert (spec.get("MODEL.ROI_HEAD.NORM_TYPE"), spec.get("MODEL.LOSS.TYPE")) == ("protonorm", "LOIM")
+    # the common smoke profile evaluates only at the end; this search needs ASHA's rung at epoch 2 too
+    assert (spec.get("EVAL_PERIOD"), spec.get("SOLVER.MAX_EPOCHS")) == (2, 4)
     assert Search.from_dict(s.to_dict()) == s  # saved in sweep.json and read back on --resume
     space = param_space(s, spec.key)
     assert space["trial"] == spec.key

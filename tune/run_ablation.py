@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", choices=("smoke", "paper"), default="smoke")
     p.add_argument(
-        "--seeds", type=int, metavar="N", help="seeds 1..N per row (default: the grid's `seeds`, else 1; table3: 3)"
+        "--seeds", type=int, metavar="N", help="seeds 1..N per row (default: the grid's `seeds`, else 1; table3: 2)"
     )
     p.add_argument(
         "--max-concurrent", type=int, metavar="N", help="at most N trials at once (default: as resources allow)"
@@ -403,6 +403,11 @@ def report(state: SweepState, outcome: dict | None, elapsed: float) -> list[Path
         table.write_text(text)
         files = [table, *plots]
         print("\n" + text)
+        if not state.search:
+            print(
+                "(how to read it: README.md, 'How to read the cells': a cell is mean ± std [95 % interval] over "
+                "seeds; Δ is the paired difference from OIMNet over the same seeds, p its paired t-test)"
+            )
         if state.search:
             from tune.search import Search
             from tune.search_report import best_and_plot
