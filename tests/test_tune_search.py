@@ -125,3 +125,24 @@ def test_cli_dry_run_shows_the_search_and_refuses_several_seeds(tmp_path):
         check=False,
     )
     assert r.returncode == 2 and "trains each sampled configuration once" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, rc, expected",
+    [
+        (["--grid", "lr_eps", "--num-samples", "3"], 0, "search: 3 samples of the configuration above"),
+        (["--grid", "lr_eps", "--num-samples", "0"], 2, "--num-samples 0: expected a positive integer"),
+        (["--grid", "table3", "--num-samples", "3"], 2, "--num-samples: table3.yaml has no search: section"),
+    ],
+)
+def test_cli_num_samples_overrides_the_grids(tmp_path, args, rc, expected):
+    r = subprocess.run(
+        CLI + args + ["--dry-run", "--storage", str(tmp_path / "rr")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == rc, r.stdout + r.stderr
+    assert expected in (r.stdout if rc == 0 else r.stderr)

@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-parallel Ray Train workers per trial (SOLVER.WORLD_SIZE; one GPU each, else CPU gloo "
         "workers); N workers train like one process with N x INPUT.BATCH_SIZE_TRAIN (default 1)",
     )
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        metavar="N",
+        help="a searched grid: sample N configurations instead of its search.num_samples",
+    )
     p.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun trials that failed")
     p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--experiment", metavar="NAME", help="sweep name (default: <grid>-<profile>-<dataset>-<time>)")
@@ -315,6 +321,12 @@ def prepare_new(args) -> tuple[SweepState, dict[str, dict], list]:
             f"{grid.path}: rows set different MLFLOW.EXPERIMENT values ({', '.join(sorted(experiments))}); "
             f"a sweep's runs live in one MLflow experiment"
         )
+    if args.num_samples is not None:
+        if grid.search is None:
+            raise GridError(f"--num-samples: {grid.path.name} has no search: section (a grid runs every row)")
+        if args.num_samples < 1:
+            raise GridError(f"--num-samples {args.num_samples}: expected a positive integer")
+        grid.search.num_samples = args.num_samples
     if grid.search is not None:
         check_search(grid, specs)
     workers = max(int(s.get("INPUT.NUM_WORKERS_TRAIN")) for s in specs)
