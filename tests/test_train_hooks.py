@@ -86,7 +86,7 @@ class CpuSeen(HookBase):
 
 
 def test_no_ground_truth_pass_when_eval_gt_at_end_is_off(tmp_path):
-    cfg = smoke_config(tmp_path / "g", tmp_path / "data", **{**TINY, "EVAL_GT_AT_END": False})
+    cfg = smoke_config(tmp_path / "g", tmp_path / "data", **{**TINY_RUN, "EVAL_GT_AT_END": False})
     seen = CpuSeen()
     metrics = train_run(cfg, hooks=[seen], track=False)
     assert "mAP" in metrics and "mAP_gt" not in metrics and "top1_gt" not in metrics

@@ -194,10 +194,10 @@ def test_cli_seeds_default_to_the_grids_seeds(tmp_path):
     assert load_grid(resolve_grid_path("table3")).seeds == 2
     assert load_grid(resolve_grid_path("eps")).seeds == 1
     r = subprocess.run(
-        CLI + ["--grid", "table3", "--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + ["--grid", "table3", "--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
     )
     assert r.returncode == 0, r.stderr

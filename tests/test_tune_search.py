@@ -137,10 +137,10 @@ def test_cli_dry_run_shows_the_search_and_refuses_several_seeds(tmp_path):
 )
 def test_cli_num_samples_overrides_the_grids(tmp_path, args, rc, expected):
     r = subprocess.run(
-        CLI + args + ["--dry-run", "--storage", str(tmp_path / "rr")],
+        RUN + args + ["--dry-run", "--storage", str(tmp_path / "rr")],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=driver_env(),
         timeout=120,
         check=False,
     )
