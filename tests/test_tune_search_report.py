@@ -97,3 +97,30 @@ def test_best_and_plot_reads_the_runs_of_a_real_store(tmp_path):
 def test_rank_needs_a_trial(trials):
     with pytest.raises(ValueError, match="no trial"):
         rank_trials(trials, "max", 4)
+
+
+def test_runs_tune_stopped_after_their_work_end_finished(tmp_path):
+    """ASHA answers STOP at max_t too: a trial killed right after logging its last epoch is complete;
+    one killed mid-run is not (it is left KILLED, for --resume)."""
+    from oimnet.engine.tracking import get_client
+    from tune.search import close_stopped_runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = RunLogger.start(uri, "close-test", run_name="sweep")
+    cases = {"complete": (4, True, None), "rung": (2, False, "2"), "midway": (3, False, None)}
+    ids = {}
+    for name, (epochs, test_at_end, stopped) in cases.items():
+        run = RunLogger.start(uri, "close-test", parent_run_id=parent.run_id, tags={"row": name})
+        run.log_params({"SOLVER.MAX_EPOCHS": 4})
+        for epoch in range(1, epochs + 1):
+            run.log_metrics({"epoch_time_s": 1.0, "val_mAP": 0.1}, step=epoch)
+        if test_at_end:
+            run.log_metrics({"mAP": 0.2}, step=4)
+        if stopped:
+            run.set_tags({STOPPED_TAG: stopped})
+        run.end("KILLED")
+        ids[name] = run.run_id
+    assert close_stopped_runs(uri, parent.run_id) == 2
+    client = get_client(uri)
+    status = {name: client.get_run(i).info.status for name, i in ids.items()}
+    assert status == {"complete": "FINISHED", "rung": "FINISHED", "midway": "KILLED"}

@@ -575,7 +575,7 @@ def _main(args, address, t_start, terminated, hook_factories: tuple) -> int:
     except KeyboardInterrupt:
         status = "KILLED"
     finally:
-        if state.search:  # also after Ctrl-C: the trials ASHA stopped end FINISHED, whatever killed their process
+        if state.search:  # also after Ctrl-C: the trials Tune stopped end FINISHED, whatever killed their process
             from tune.search import close_stopped_runs
 
             try:

@@ -284,8 +284,14 @@ def mark_stopped(tracking_uri: str, parent_run_id: str, trial_name: str, epoch: 
 
 
 def close_stopped_runs(tracking_uri: str, parent_run_id: str) -> int:
-    """After fit(): every child run tagged stopped_early ends FINISHED (the trial's process may have
-    marked it KILLED after the callback tagged it). Returns how many were changed."""
+    """After fit(): the child runs of trials Tune stopped end FINISHED. Returns how many were changed.
+
+    Two kinds: runs tagged stopped_early (ASHA stopped them at a rung; the trial's process may have
+    marked the run KILLED after the callback tagged it), and runs that completed their work -- the
+    metrics of the last epoch (``SOLVER.MAX_EPOCHS``, test ``mAP`` included) are logged -- but were
+    ended KILLED: ASHA answers STOP to every result at its ``max_t``, so a trial reporting its last
+    epoch may be killed before ``train_run`` closes its run. Any other unfinished run is left as it is.
+    """
     from oimnet.engine.tracking import get_client
 
     client = get_client(tracking_uri)
@@ -295,7 +301,18 @@ def close_stopped_runs(tracking_uri: str, parent_run_id: str) -> int:
     )
     changed = 0
     for r in runs:
-        if STOPPED_TAG in r.data.tags and r.info.status != "FINISHED":
+        if r.info.status == "FINISHED":
+            continue
+        if STOPPED_TAG in r.data.tags or _logged_last_epoch(client, r):
             client.set_terminated(r.info.run_id, "FINISHED")
             changed += 1
     return changed
+
+
+def _logged_last_epoch(client, run) -> bool:
+    """The run logged the test ``mAP`` at step SOLVER.MAX_EPOCHS (its last epoch's evaluation)."""
+    try:
+        last = int(run.data.params.get("SOLVER.MAX_EPOCHS", ""))
+    except ValueError:
+        return False
+    return any(int(m.step) == last for m in client.get_metric_history(run.info.run_id, "mAP"))
