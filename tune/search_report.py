@@ -164,6 +164,7 @@ def _xs(trials: list[SearchTrial], search: Search, key: str):
 def plot_search(ranking: Ranking, search: Search, out_dir: Path) -> list[Path]:
     """``search_<KEY>.png`` per searched key: ranked trials at the ranking epoch, the others at their last rung."""
     import matplotlib
+    import matplotlib.ticker
     import numpy as np
 
     matplotlib.use("Agg")
@@ -174,13 +175,14 @@ def plot_search(ranking: Ranking, search: Search, out_dir: Path) -> list[Path]:
     files = []
     for key in search.keys:
         kind = next(iter(search.space[key]))
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(8, 4))
         if kind == "choice":
             cats = [str(c) for c in search.space[key]["choice"]]
             ax.set_xticks(range(len(cats)))
             ax.set_xticklabels(cats)
         elif kind == "loguniform":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         e = ranking.epoch
         ranked_y = np.array([t.history[e] * scale for t in ranking.ranked])
         ranked_x = _xs(ranking.ranked, search, key)
@@ -198,7 +200,7 @@ def plot_search(ranking: Ranking, search: Search, out_dir: Path) -> list[Path]:
         ax.set_ylabel(f"{search.metric} (%)" if scale == 100.0 else search.metric)
         ax.set_title(f"{search.metric} against {key.split('.')[-1]}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         p = out_dir / f"search_{key.replace('.', '_')}.png"
         fig.savefig(p, dpi=120)
