@@ -85,7 +85,7 @@ def test_bad_search_sections_name_the_file_and_key(tmp_path, body, expected):
         (
             "  num_samples: 2\n  space: {SOLVER.BASE_LR: {uniform: [0.1, 0.2]}}\n"
             "  scheduler: {type: asha, grace_period: 3}\n",
-            "grace_period: 3 is not a multiple of EVAL_PERIOD=2",
+            "grace_period: 3 is not a multiple of EVAL_PERIOD=4",  # the smoke profile evaluates at its 4th, last epoch
         ),
     ],
 )
