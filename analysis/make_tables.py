@@ -86,6 +86,8 @@ def _fmt_diff(pr: Paired | None, digits: int = 1) -> str:
     d = pr.diff
     if pr.n == 1:
         return f"{_pct(d.mean, digits, sign=True)} (1 seed)"
+    if pr.same_shift:
+        return f"{_pct(d.mean, digits, sign=True)} on every seed (no spread: no test)"
     return (
         f"{_pct(d.mean, digits, sign=True)} [{_pct(d.ci_low, digits, sign=True)}, "
         f"{_pct(d.ci_high, digits, sign=True)}] {_p_text(pr.p_value)}"
@@ -169,7 +171,7 @@ def conclusions(t: Table) -> list[str]:
         return [f"No row labelled {BASELINE_LABEL}: no paired comparisons."]
     out = []
     for ds in datasets_of(t.rows):
-        found = []
+        found, same = [], []
         for r in t.rows:
             for m in PAIRED_METRICS:
                 pr = t.diffs.get((r.row, ds, m))
@@ -178,6 +180,8 @@ def conclusions(t: Table) -> list[str]:
                         f"{r.row} in {METRIC_NAMES[m]} ({_pct(pr.diff.mean, 1, sign=True)} points, "
                         f"{_p_text(pr.p_value)}, {pr.n} seeds)"
                     )
+                elif pr is not None and pr.same_shift:
+                    same.append(f"{r.row} in {METRIC_NAMES[m]} ({_pct(pr.diff.mean, 1, sign=True)} points)")
         where = DATASET_NAMES.get(ds, ds)
         if found:
             out.append(
@@ -188,6 +192,13 @@ def conclusions(t: Table) -> list[str]:
             out.append(
                 f"{where}: no row differs significantly from {t.baseline.row} "
                 f"(two-sided paired t-test over shared seeds, {ALPHA:.0%} level)."
+            )
+        if same:
+            out.append(
+                f"{where}: not tested, the difference is the same on every seed (no spread to test "
+                "against; with few seeds of a discrete metric such as top-1 this happens by chance): "
+                + "; ".join(same)
+                + "."
             )
     out.append(
         "Each test is on its own (no correction for the number of rows compared); with few seeds "

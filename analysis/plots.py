@@ -56,6 +56,16 @@ def map_history(client, run_ids: list[str], metric: str = "mAP") -> tuple[np.nda
     return np.array(epochs), vals.mean(axis=0), half
 
 
+def clipped_yerr(means, halves) -> np.ndarray:
+    """(2, n) error-bar lengths below / above each mean (in %) for mean +- half, cut at 0 and 100 %.
+
+    A t-interval over two or three seeds is wide and reaches below 0 for a
+    small mean; a metric in [0, 100] % cannot, so the bar stops there.
+    """
+    m, h = np.nan_to_num(np.asarray(means, float)), np.asarray(halves, float)
+    return np.stack([np.minimum(h, m), np.minimum(h, 100.0 - m)])
+
+
 def _ci_half(cell: Cell | None) -> float:
     """95 % CI half-width in % (0 for one seed or none)."""
     if cell is None or cell.n < 2:
@@ -84,7 +94,8 @@ def write_plots(
                 continue
             (line,) = ax.plot(ep, mean, marker="o", label=r.row)
             if np.nan_to_num(half).any():
-                ax.fill_between(ep, mean - half, mean + half, color=line.get_color(), alpha=0.15)
+                lo, hi = np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100)
+                ax.fill_between(ep, lo, hi, color=line.get_color(), alpha=0.15)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{'validation' if curve == 'val_mAP' else 'test'} mAP (%)")
@@ -104,7 +115,7 @@ def write_plots(
         for j, (metric, label) in enumerate((("mAP", "mAP"), ("top1", "top-1"))):
             means = [r.cells[(ds, metric)].mean * 100 if (ds, metric) in r.cells else np.nan for r in present]
             halves = [_ci_half(r.cells.get((ds, metric))) for r in present]
-            ax.bar(x + (j - 0.5) * width, means, width, yerr=halves, capsize=3, label=label)
+            ax.bar(x + (j - 0.5) * width, means, width, yerr=clipped_yerr(means, halves), capsize=3, label=label)
             for i, r in enumerate(present):
                 pub = published_for(r.paper_label, published or {})
                 if pub and (ds, metric) in pub.values:
@@ -119,7 +130,7 @@ def write_plots(
         ax.set_xticks(x)
         ax.set_xticklabels([r.row for r in present], rotation=20, ha="right", fontsize=8)
         ax.set_ylabel("%")
-        ax.set_title(f"{name}: final mAP and top-1 per row (bars: 95 % CI over seeds)")
+        ax.set_title(f"{name}: final mAP and top-1 per row (bars: 95 % CI over seeds, cut at 0 %)")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()

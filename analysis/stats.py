@@ -56,11 +56,21 @@ def describe(values, confidence: float = CONFIDENCE) -> Summary:
 class Paired:
     seeds: tuple[str, ...]  # the seeds both rows ran, sorted
     diff: Summary  # of x_s - base_s
-    p_value: float  # two-sided paired t-test; nan when undefined (n < 2, or all d_s equal and zero)
+    p_value: float  # two-sided paired t-test; nan when undefined (n < 2, or every d_s the same)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+    @property
+    def same_shift(self) -> bool:
+        """Every seed moved by the same non-zero amount (to rounding): no spread, so no t-test.
+
+        scipy's t is then infinite (p = 0), or huge from float rounding alone;
+        with 2-3 seeds of a discrete metric (top-1 over a few dozen queries) it
+        happens by chance, and a p-value of 0 would read as certainty.
+        """
+        return self.n >= 2 and self.diff.mean != 0 and self.diff.std <= 1e-9 * abs(self.diff.mean)
 
     def significant(self, alpha: float = ALPHA) -> bool:
         return not math.isnan(self.p_value) and self.p_value < alpha
@@ -72,13 +82,10 @@ def paired(values: dict[str, float], baseline: dict[str, float], confidence: flo
     x = np.array([values[s] for s in seeds], dtype=np.float64)
     b = np.array([baseline[s] for s in seeds], dtype=np.float64)
     d = describe(x - b, confidence)
-    p = math.nan
-    if len(seeds) >= 2:
-        if d.std > 0:
-            p = float(_st.ttest_rel(x, b).pvalue)
-        elif d.mean != 0:
-            p = 0.0  # every seed moved by the same non-zero amount: t is infinite
-    return Paired(seeds, d, p)
+    out = Paired(seeds, d, math.nan)
+    if len(seeds) >= 2 and d.std > 0 and not out.same_shift:
+        out = Paired(seeds, d, float(_st.ttest_rel(x, b).pvalue))
+    return out
 
 
 def _seed_key(seed: str):

@@ -57,5 +57,15 @@ def test_paired_uses_only_shared_seeds():
 def test_paired_degenerate_cases():
     assert math.isnan(paired({"1": 0.5}, {"1": 0.4}).p_value)  # one seed: no test
     assert math.isnan(paired({"1": 0.5, "2": 0.6}, {"1": 0.5, "2": 0.6}).p_value)  # identical
-    assert paired({"1": 0.5, "2": 0.6}, {"1": 0.4, "2": 0.5}).p_value == 0.0  # same shift every seed
+    # the same shift on every seed (0.1 and 0.09999999999999998 in floats): no spread, no test
+    same = paired({"1": 0.5, "2": 0.6}, {"1": 0.4, "2": 0.5})
+    assert same.same_shift and math.isnan(same.p_value) and not same.significant()
+    assert not paired({"1": 0.5, "2": 0.6}, {"1": 0.4, "2": 0.45}).same_shift
     assert paired({"1": 0.5}, {"2": 0.4}).n == 0
+
+
+def test_error_bars_stop_at_0_and_100_percent():
+    from analysis.plots import clipped_yerr
+
+    yerr = clipped_yerr([1.5, 50.0, 99.0, float("nan")], [12.0, 10.0, 4.0, 0.0])
+    assert yerr.tolist() == [[1.5, 10.0, 4.0, 0.0], [12.0, 10.0, 1.0, 0.0]]
