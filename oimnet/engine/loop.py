@@ -171,7 +171,14 @@ class Trainer:
             self.global_step += 1
             self._call("after_step")
             out = self.step_output
-            bar.set_postfix(loss=f"{out['loss']:.3f}", reid=f"{out.get('loss_box_reid', 0):.3f}", lr=f"{self.lr:.2e}")
+            # refresh=False: drawn at the bar's own interval, with its step count (an eager
+            # refresh every step printed a stale 0/N and flooded non-interactive logs)
+            postfix = {
+                "loss": f"{out['loss']:.3f}",
+                "reid": f"{out.get('loss_box_reid', 0):.3f}",
+                "lr": f"{self.lr:.2e}",
+            }
+            bar.set_postfix(postfix, refresh=False)
         bar.close()
         self._call("after_epoch")
 
